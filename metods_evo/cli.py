@@ -1,0 +1,152 @@
+"""metods-evo command line: a thin layer that parses, validates, calls one function and prints.
+
+Every user mistake (unknown task / optimizer / algorithm, bad numbers, unknown ``--set`` key,
+missing or corrupt run, existing ``--out``) ends with one ``error: ...`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from metods_evo.config import TASK_PRESETS, ConfigError, RunConfig, apply_overrides, validate
+from metods_evo.tasks import TASKS
+
+
+class OneLineErrors(click.Group):
+    """Turn every usage / configuration error into a single line on stderr and exit code 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as err:
+            click.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(2)
+        except ConfigError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+
+def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="metods-evo")
+def main() -> None:
+    """Meta-RL with self-modifying (MetODS) networks, meta-trained by evolution strategies."""
+
+
+@main.command()
+def tasks() -> None:
+    """List the registered tasks with their observation and action sizes."""
+    from metods_evo.tasks import make_task
+
+    click.echo(f"{'task':<10} {'obs':>4} {'actions':>8} {'max steps':>9}  description")
+    for task_id, spec in sorted(TASKS.items()):
+        task = make_task(task_id)
+        actions = task.num_actions or f"{task.action_dim} (cont.)"
+        click.echo(f"{task_id:<10} {task.obs_dim:>4} {actions!s:>8} {task.max_steps:>9}  {spec.description}")
+
+
+@main.command()
+@click.option("--task", default=None, help="Registered task id (see `metods-evo tasks`). [default: harlow]")
+@click.option("--optimizer", default=None, help="Meta-optimizer. [default: es]")
+@click.option("--algorithm", default=None, help="ES algorithm: pgpe | snes | cem | cmaes. [default: pgpe]")
+@click.option("--popsize", type=int, default=None, help="Population size.")
+@click.option("--generations", type=int, default=None, help="Number of generations.")
+@click.option("--budget-steps", type=int, default=None, help="Stop after this many environment steps instead.")
+@click.option("--seed", type=int, default=None, help="Seed of the whole run. [default: 0]")
+@click.option("--device", default=None, help="cpu | cuda | cuda:N. [default: cpu]")
+@click.option("--num-actors", type=int, default=None, help="Ray actors for population evaluation. [default: 0]")
+@click.option("--out", default=None, help="Run directory (must not exist). [default: runs/<task>__<opt>__s<seed>__<time>]")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field: model.n=32, es.sigma_init=0.05, task.size=10, eval_every=5 ...")
+@click.option("--resume", default=None, metavar="RUN", help="Continue a killed or finished run from its checkpoint.")
+@click.option("--progress/--no-progress", default=True, help="Live progress bar.")
+def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, device, num_actors, out, sets, resume,
+          progress) -> None:
+    """Meta-train a MetODS agent; prints the run directory and the final evaluation."""
+    from metods_evo.evaluate import format_table
+    from metods_evo.runs import RunDir
+    from metods_evo.train import OPTIMIZERS, train as run_training
+
+    if resume is not None:
+        given = [task, optimizer, algorithm, popsize, generations, budget_steps, seed, device, num_actors, out]
+        if any(v is not None for v in given) or sets:
+            raise ConfigError("--resume continues a run with its saved config; give no other options")
+        run = RunDir.open(resume)
+        cfg = run.config()
+    else:
+        cfg = RunConfig(task=task or "harlow")
+        if cfg.task not in TASKS:
+            raise ConfigError(f"unknown task {cfg.task!r}; choose from {', '.join(sorted(TASKS))}")
+        task_options = TASKS[cfg.task].options()
+        apply_overrides(cfg, {k: str(v) for k, v in TASK_PRESETS.get(cfg.task, {}).items()}, task_options)
+        flags = {"optimizer": optimizer, "es.algorithm": algorithm, "es.popsize": popsize, "generations": generations,
+                 "budget_steps": budget_steps, "seed": seed, "device": device, "es.num_actors": num_actors}
+        apply_overrides(cfg, {k: str(v) for k, v in flags.items() if v is not None}, task_options)
+        apply_overrides(cfg, parse_sets(sets), task_options)
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+        validate(cfg)
+        if cfg.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {cfg.device!r} requested but torch sees no CUDA device")
+        run = RunDir.create(cfg, out)
+    click.echo(f"run directory: {run.path}", err=True)
+    report = run_training(cfg, run, resume=resume is not None, progress=progress)
+    click.echo(format_table(report))
+    click.echo(f"best theta from generation {report['generation']}, {report['env_steps']:,} env steps, "
+               f"{report['wall_s']:.0f} s; files in {run.path}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN")
+@click.option("--task", default=None, help="Evaluate on another registered task (same observation/action sizes).")
+@click.option("--set", "sets", multiple=True, metavar="task.KEY=VALUE", help="Task options, e.g. task.size=10.")
+@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=None, help="Evaluation seed. [default: derived from the run's seed]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
+    """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
+    from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, to_json
+    from metods_evo.optimizers.es import generation_seed
+    from metods_evo.runs import RunDir
+
+    run = RunDir.open(run_dir)
+    cfg = run.config()
+    theta = run.load_agent_state()["theta"]
+    if task is not None and task != cfg.task:
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
+        cfg.task, cfg.task_options = task, {}
+    options = {}
+    task_options = TASKS[cfg.task].options()
+    for key, value in parse_sets(sets).items():
+        if not key.startswith("task."):
+            raise ConfigError(f"evaluate only takes task options (--set task.KEY=VALUE), got {key!r}")
+        apply_overrides(cfg, {key: value}, task_options)
+        options[key[5:]] = cfg.task_options[key[5:]]
+    report = evaluate_theta(cfg, theta, episodes, seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM),
+                            task_options=options)
+    click.echo(to_json(report) if as_json else format_table(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Typed run configuration and ``--set key=value`` overrides.
+
+A run is fully described by one ``RunConfig`` (saved as ``config.json`` in its run directory).
+Task options are the keyword arguments of the task's class, validated against the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error: the CLI prints it on one line and exits with code 2."""
+
+
+@dataclass
+class ModelConfig:
+    n: int = 20
+    """Number of neurons in the plastic layer (W is n x n)."""
+    depth: int = 3
+    """Recursion depth S of the read / write steps per environment step."""
+    activation: str = "tanh"
+    """Element-wise non-linearity sigma of the read: tanh | relu | sigmoid | identity."""
+    alpha: str = "matrix"
+    """Plasticity: 'matrix' (one learnt rate per synapse) or 'scalar' (the 'no alpha' ablation)."""
+    write: str = "hebbian"
+    """Write rule: 'hebbian' alpha*(v x v), 'linear' alpha*(v x Lv), 'mlp' alpha*(v x MLP(v))."""
+    write_hidden: int = 16
+    """Hidden units of the 'mlp' write rule."""
+    w0: str = "zero"
+    """Initial plastic weights W0: 'zero', 'learnt' (part of theta) or 'random' (N(0, w0_std^2) per episode)."""
+    w0_std: float = 0.1
+    """Standard deviation of W0 when w0='random'."""
+    plastic_bound: float = 5.0
+    """|W| is clipped to this after every write, so plastic weights cannot blow up; 0 disables."""
+    embed_hidden: int = 0
+    """Hidden units of the input embedding f (0: one linear layer + sigma)."""
+
+
+@dataclass
+class ESConfig:
+    algorithm: str = "pgpe"
+    """evotorch search algorithm: pgpe (with ClipUp) | snes | cem | cmaes."""
+    popsize: int = 256
+    """Population size (PGPE samples symmetric pairs, so it must be even)."""
+    episodes: int = 16
+    """Episodes per individual per generation; all individuals see the same sampled tasks."""
+    sigma_init: float = 0.1
+    """Initial standard deviation of the search distribution."""
+    center_lr: float = 0.05
+    """PGPE: ClipUp step size of the center (SNES: learning rate of the center, 0 = default)."""
+    max_speed: float = 0.0
+    """PGPE ClipUp maximum speed (0: twice center_lr, as recommended by ClipUp)."""
+    stdev_lr: float = 0.1
+    """PGPE / SNES: learning rate of the standard deviation (SNES: 0 = default)."""
+    stdev_max_change: float = 0.2
+    """PGPE: maximum relative change of sigma per generation."""
+    parenthood_ratio: float = 0.25
+    """CEM: fraction of the population used as parents."""
+    action_mode: str = "greedy"
+    """How actions are chosen while scoring: 'greedy' (argmax) or 'sample'."""
+    num_actors: int = 0
+    """Ray actors to spread the population over (0: evaluate in this process)."""
+    threads_per_actor: int = 1
+    """torch threads inside each Ray actor (keeps actors x threads <= cores)."""
+
+
+@dataclass
+class RunConfig:
+    task: str = "harlow"
+    """Registered task id."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the task (``--set task.size=10``)."""
+    optimizer: str = "es"
+    """Meta-optimizer: es."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    es: ESConfig = field(default_factory=ESConfig)
+    seed: int = 0
+    """Seed of everything: searcher, task sampling, evaluation."""
+    device: str = "cpu"
+    """torch device of the rollout: cpu | cuda | cuda:N."""
+    generations: int = 300
+    """Number of generations (ignored when budget_steps > 0)."""
+    budget_steps: int = 0
+    """Stop once this many environment steps were spent (0: use generations)."""
+    checkpoint_every: int = 10
+    """Write the resumable checkpoint every K generations (and at the end)."""
+    eval_every: int = 10
+    """Evaluate the search distribution's center every K generations on fresh episodes."""
+    eval_episodes: int = 256
+    """Episodes of each periodic evaluation (also picks the run's best theta)."""
+    final_eval_episodes: int = 1000
+    """Episodes of the final evaluation of the best theta."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        model = ModelConfig(**data.pop("model", {}))
+        es = ESConfig(**data.pop("es", {}))
+        return cls(model=model, es=es, **data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# Settings that differ from the dataclass defaults per task: the documented defaults of `train`.
+TASK_PRESETS: dict[str, dict[str, Any]] = {
+    "harlow": {},
+    "maze": {"generations": 1000, "es.popsize": 256, "es.episodes": 8, "model.n": 32, "eval_episodes": 128},
+}
+
+
+def _coerce(value: str, default: Any, key: str) -> Any:
+    """Parse ``value`` to the type of ``default`` (bool / int / float / str)."""
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"--set {key}={value}: expected {type(default).__name__}") from None
+    if default is None:
+        for parse in (int, float):
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+    return value
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, str], task_options: dict[str, Any]) -> RunConfig:
+    """Apply ``{"model.n": "20", "task.size": "10", "seed": "3"}``; ``task_options`` maps valid option -> default."""
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        if section == "task":
+            if name not in task_options:
+                raise ConfigError(f"unknown key --set {key}: task {cfg.task!r} options are "
+                                  f"{', '.join(sorted(task_options)) or 'none'}")
+            cfg.task_options[name] = _coerce(value, task_options[name], key)
+            continue
+        target = {"": cfg, "model": cfg.model, "es": cfg.es}.get(section)
+        fields = {f.name for f in dataclasses.fields(target)} if target is not None else set()
+        if target is None or name not in fields or name in ("model", "es", "task_options"):
+            raise ConfigError(f"unknown key --set {key}; valid sections: task., model., es. and run fields "
+                              f"({', '.join(f.name for f in dataclasses.fields(RunConfig))})")
+        setattr(target, name, _coerce(value, getattr(target, name), key))
+    return cfg
+
+
+CHOICES = {
+    "model.activation": ("tanh", "relu", "sigmoid", "identity"),
+    "model.alpha": ("matrix", "scalar"),
+    "model.write": ("hebbian", "linear", "mlp"),
+    "model.w0": ("zero", "learnt", "random"),
+    "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
+    "es.action_mode": ("greedy", "sample"),
+}
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ``ConfigError`` for values that would fail later or silently do nonsense."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    positive = {"model.n": cfg.model.n, "model.depth": cfg.model.depth, "es.popsize": cfg.es.popsize,
+                "es.episodes": cfg.es.episodes, "checkpoint_every": cfg.checkpoint_every,
+                "eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes,
+                "final_eval_episodes": cfg.final_eval_episodes, "es.threads_per_actor": cfg.es.threads_per_actor}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1 (got {value})")
+    if cfg.generations < 1 and cfg.budget_steps < 1:
+        raise ConfigError("give generations >= 1 or budget_steps >= 1")
+    if cfg.es.sigma_init <= 0 or cfg.model.plastic_bound < 0 or cfg.model.w0_std < 0:
+        raise ConfigError("es.sigma_init must be > 0, model.plastic_bound and model.w0_std >= 0")
+    if cfg.es.algorithm == "pgpe" and cfg.es.popsize % 2:
+        raise ConfigError(f"PGPE samples symmetric pairs: es.popsize must be even (got {cfg.es.popsize})")
+    if cfg.es.num_actors < 0:
+        raise ConfigError("es.num_actors must be >= 0")
+    if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        raise ConfigError(f"device must be cpu or cuda[:N] (got {cfg.device!r})")

@@ -1,0 +1,61 @@
+"""Evaluate a theta on N fresh episodes: the task's metrics as mean ± std, and reward per time step."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+
+from metods_evo.config import RunConfig
+from metods_evo.optimizers.es import build_model, generation_seed
+from metods_evo.rollout import rollout
+from metods_evo.tasks import make_task
+
+EVAL_STREAM, FINAL_STREAM, USER_STREAM = 1, 2, 3  # seed streams, disjoint from the training episodes (0)
+
+
+@torch.no_grad()
+def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int, *, task_options=None,
+                   chunk: int = 1024) -> dict[str, Any]:
+    """Score ``theta`` on ``episodes`` episodes (in chunks of ``chunk``) with the run's action mode.
+
+    Returns ``{"episodes", "metrics": {name: {"mean", "std"}}, "reward_per_step": [T floats]}``.
+    """
+    task = make_task(cfg.task, device=cfg.device, **{**cfg.task_options, **(task_options or {})})
+    model = build_model(cfg, task)
+    params = model.spec.unflatten(theta.to(cfg.device, torch.float32))
+    generator = torch.Generator(device=task.device).manual_seed(seed)
+    per_episode: dict[str, list[torch.Tensor]] = {}
+    step_rewards = torch.zeros(task.max_steps, dtype=torch.float64)
+    done = 0
+    while done < episodes:
+        count = min(chunk, episodes - done)
+        result = rollout(model, params, task, count, generator, action_mode=cfg.es.action_mode)
+        for name, values in result.metrics.items():
+            per_episode.setdefault(name, []).append(values[0].double().cpu())
+        step_rewards[: result.rewards.shape[0]] += result.rewards[:, 0].double().sum(-1).cpu()
+        done += count
+    metrics = {}
+    for name, chunks in per_episode.items():
+        values = torch.cat(chunks)
+        metrics[name] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
+    return {"task": cfg.task, "task_options": {**cfg.task_options, **(task_options or {})}, "episodes": episodes,
+            "seed": seed, "metrics": metrics, "reward_per_step": (step_rewards / episodes).tolist()}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table of mean ± std per metric."""
+    rows = [(name, f"{m['mean']:.3f} ± {m['std']:.3f}") for name, m in report["metrics"].items()]
+    width = max(len(r[0]) for r in rows)
+    header = f"{report['task']} {report['task_options'] or ''} — {report['episodes']} episodes (seed {report['seed']})"
+    return "\n".join([header.strip(), *(f"  {name:<{width}}  {value}" for name, value in rows)])
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+
+
+def final_seed(cfg: RunConfig) -> int:
+    return generation_seed(cfg.seed, 0, FINAL_STREAM)

@@ -1,0 +1,201 @@
+"""The MetODS plastic layer with its embedding f and read-out g, functional and population-batched.
+
+Per environment step (Algorithm 1 of Chalvidal et al., 2022), with W the plastic state:
+
+    v0 = f(s_t, a_{t-1}, r_{t-1}),  W^(0) = W_{t-1}
+    for s = 1..S:
+        v_s = sum_{l<s} kappa_s^l v_l + kappa_s^s sigma(W^(s-1) v_{s-1})              (read)
+        W^(s) = sum_{l<s} beta_s^l W^(l) + beta_s^s (alpha * v_{s-1} (x) u(v_{s-1}))  (write)
+    (logits, value) = g(v_S),  W_t = W^(S)
+
+with u(v) = v (hebbian), L v (linear) or MLP(v) (mlp). ``(x)`` is the outer product
+(a (x) b)_{ij} = a_i b_j, and (W v)_i = sum_j W_ij v_j. kappa and beta hold S(S+3)/2 scalars each.
+
+Every parameter tensor carries a leading population axis P and the plastic state is
+``W: [P, E, N, N]`` for E agents per individual, so one call steps all P x E agents. Gradient
+training uses the same code with P = 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from metods_evo.config import ModelConfig
+from metods_evo.models.params import ParamSpec
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
+
+
+def coefficient_offset(s: int) -> int:
+    """Index of kappa_s^0 (and beta_s^0) in the flat coefficient vector; step s has s + 1 coefficients."""
+    return (s - 1) * (s + 2) // 2
+
+
+class MetODS:
+    """Stateless model: all weights come in as ``params`` (from ``spec.unflatten``), state in and out."""
+
+    def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
+        if (num_actions > 0) == (action_dim > 0):
+            raise ValueError("give exactly one of num_actions (discrete) or action_dim (continuous)")
+        self.cfg, self.obs_dim, self.num_actions, self.action_dim = cfg, obs_dim, num_actions, action_dim
+        self.sigma = ACTIVATIONS[cfg.activation]
+        n, s, h = cfg.n, cfg.depth, cfg.embed_hidden
+        self.input_dim = obs_dim + max(num_actions, action_dim) + 1
+        self.num_coefficients = s * (s + 3) // 2
+        shapes: dict[str, tuple[int, ...]] = {}
+        if h:
+            shapes |= {"f_hidden_w": (h, self.input_dim), "f_hidden_b": (h,)}
+        shapes |= {"f_w": (n, h or self.input_dim), "f_b": (n,)}
+        shapes |= {"alpha": (n, n) if cfg.alpha == "matrix" else (1,)}
+        shapes |= {"kappa": (self.num_coefficients,), "beta": (self.num_coefficients,)}
+        if cfg.w0 == "learnt":
+            shapes |= {"w0": (n, n)}
+        if cfg.write == "linear":
+            shapes |= {"write_l": (n, n)}
+        elif cfg.write == "mlp":
+            shapes |= {"write_h_w": (cfg.write_hidden, n), "write_h_b": (cfg.write_hidden,),
+                       "write_o_w": (n, cfg.write_hidden), "write_o_b": (n,)}
+        out = num_actions or action_dim
+        shapes |= {"policy_w": (out, n), "policy_b": (out,), "value_w": (1, n), "value_b": (1,)}
+        if action_dim:
+            shapes |= {"log_std": (action_dim,)}
+        self.spec = ParamSpec(tuple(shapes), tuple(shapes.values()))
+
+    @property
+    def num_params(self) -> int:
+        return self.spec.num_params
+
+    # ------------------------------------------------------------------ initial values
+    def init_params(self, generator: torch.Generator | None = None) -> Tensor:
+        """A sensible starting theta ``[D]``: fan-in scaled weights, carry-over of W, modest plasticity.
+
+        kappa starts as v_s = v_{s-1} + sigma(W v_{s-1}) (a residual read, so v never collapses to 0
+        when W0 = 0) and beta as W^(s) = W^(s-1) + 0.1 * 0.5 alpha * v (x) u.
+        """
+        cfg, values = self.cfg, {}
+        for name, shape in zip(self.spec.names, self.spec.shapes):
+            if name.endswith("_w") or name == "write_l":
+                values[name] = torch.randn(shape, generator=generator) / math.sqrt(shape[-1])
+            else:
+                values[name] = torch.zeros(shape)
+        values["alpha"] = torch.full(self.spec.shapes[self.spec.names.index("alpha")], 0.5)
+        for s in range(1, cfg.depth + 1):
+            k = coefficient_offset(s)
+            values["kappa"][k + s - 1] = 1.0
+            values["kappa"][k + s] = 1.0
+            values["beta"][k + s - 1] = 1.0
+            values["beta"][k + s] = 0.1
+        if "log_std" in values:
+            values["log_std"] = torch.full_like(values["log_std"], -0.5)
+        return self.spec.flatten({k: v.unsqueeze(0) for k, v in values.items()})[0]
+
+    def initial_state(self, params: dict[str, Tensor], num_agents: int,
+                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Plastic state at episode start: ``{"W": [P, E, N, N]}``."""
+        p, n = params["f_b"].shape[0], self.cfg.n
+        ref = params["f_b"]
+        if self.cfg.w0 == "learnt":
+            w = params["w0"].unsqueeze(1).expand(p, num_agents, n, n).clone()
+        elif self.cfg.w0 == "random":
+            w = torch.randn(num_agents, n, n, generator=generator, device=ref.device, dtype=ref.dtype) * self.cfg.w0_std
+            w = w.unsqueeze(0).expand(p, num_agents, n, n).clone()  # the same W0 draws for every individual
+        else:
+            w = ref.new_zeros(p, num_agents, n, n)
+        return {"W": w}
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, params: dict[str, Tensor], obs: Tensor, prev_action: Tensor, prev_reward: Tensor) -> Tensor:
+        """f: ``[P, E, obs]``, prev action (int64 ``[P, E]``, -1 = none; or float ``[P, E, A]``), reward -> v0."""
+        if self.num_actions:
+            onehot = torch.nn.functional.one_hot(prev_action.clamp(min=0), self.num_actions).to(obs.dtype)
+            action_in = onehot * (prev_action >= 0).unsqueeze(-1).to(obs.dtype)
+        else:
+            action_in = prev_action.to(obs.dtype)
+        x = torch.cat([obs, action_in, prev_reward.unsqueeze(-1).to(obs.dtype)], dim=-1)
+        if "f_hidden_w" in params:
+            x = self.sigma(_linear(x, params["f_hidden_w"], params["f_hidden_b"]))
+        return self.sigma(_linear(x, params["f_w"], params["f_b"]))
+
+    def write_vector(self, params: dict[str, Tensor], v: Tensor) -> Tensor:
+        """u(v), the right-hand factor of the outer product of the write."""
+        if self.cfg.write == "linear":
+            return _linear(v, params["write_l"], None)
+        if self.cfg.write == "mlp":
+            hidden = torch.tanh(_linear(v, params["write_h_w"], params["write_h_b"]))
+            return _linear(hidden, params["write_o_w"], params["write_o_b"])
+        return v
+
+    def plastic_step(self, params: dict[str, Tensor], w: Tensor, v0: Tensor) -> tuple[Tensor, Tensor]:
+        """The S read / write recursions. ``w [P, E, N, N]``, ``v0 [P, E, N]`` -> (``v_S``, ``W_t``).
+
+        Every intermediate W^(s) is a combination c_s W^(0) + alpha * sum_k D[s,k] v_k (x) u_k of the
+        incoming weights and the S outer products (by induction on the write rule), so we track the
+        scalars c and D instead of materializing W^(1..S-1): a read costs one W^(0) matvec plus cheap
+        alpha terms, and W is written once per environment step. This is exact, not an approximation;
+        ``tests/test_model.py`` checks it against a literal transcription of the recursions.
+        ``plastic_bound`` clips the carried W_t (not the transient W^(s) inside a step).
+        """
+        kappa, beta, alpha = params["kappa"], params["beta"], params["alpha"]  # [P, C], [P, C], [P, N, N] | [P, 1]
+        pop = kappa.shape[0]
+        grad = torch.is_grad_enabled()
+
+        def col(x: Tensor) -> Tensor:  # [P] -> [P, 1, 1], broadcasting over agents and neurons
+            return x.view(pop, 1, 1)
+
+        vs, us = [v0], []
+        c = [kappa.new_ones(pop)]  # c[s]: coefficient of W^(0) in W^(s)
+        d: list[list[Tensor]] = [[]]  # d[s][k]: coefficient of alpha * v_k (x) u_k in W^(s), k < s
+        for s in range(1, self.cfg.depth + 1):
+            off = coefficient_offset(s)
+            v_prev = vs[-1]
+            us.append(self.write_vector(params, v_prev))
+            read = col(c[s - 1]) * torch.matmul(w, v_prev.unsqueeze(-1)).squeeze(-1)
+            for k, coef in enumerate(d[s - 1]):
+                read = read + col(coef) * self._alpha_outer_times(alpha, vs[k], us[k], v_prev)
+            v_new = col(kappa[:, off + s]) * self.sigma(read)
+            for l in range(s):  # noqa: E741 - l is the paper's index
+                v_new = v_new + col(kappa[:, off + l]) * vs[l]
+            b = [beta[:, off + l] for l in range(s + 1)]
+            c.append(sum(b[l] * c[l] for l in range(s)))
+            d.append([sum(b[l] * d[l][k] for l in range(k + 1, s)) + (b[s] if k == s - 1 else 0.0)
+                      for k in range(s)])
+            vs.append(v_new)
+        # W_t = c_S W^(0) + alpha * (V diag(d_S) U^T): one batched matmul writes the new weights.
+        scaled_v = torch.stack([col(coef) * v for coef, v in zip(d[-1], vs)], dim=-1)  # [P, E, N, S]
+        outer = torch.matmul(scaled_v, torch.stack(us, dim=-2))  # [P, E, N, N]
+        alpha_w = alpha.unsqueeze(1) if alpha.dim() == 3 else alpha.view(pop, 1, 1, 1)
+        carry = c[-1].view(pop, 1, 1, 1)
+        bound = self.cfg.plastic_bound
+        if grad:
+            w_new = outer * alpha_w + w * carry
+            return vs[-1], (w_new.clamp(-bound, bound) if bound > 0 else w_new)
+        w_new = outer.mul_(alpha_w).addcmul_(w, carry)  # in place: no [P, E, N, N] temporaries
+        return vs[-1], (w_new.clamp_(-bound, bound) if bound > 0 else w_new)
+
+    @staticmethod
+    def _alpha_outer_times(alpha: Tensor, v_k: Tensor, u_k: Tensor, v: Tensor) -> Tensor:
+        """(alpha * v_k (x) u_k) v = v_k * (alpha (u_k * v)), without forming the N x N product per agent."""
+        if alpha.dim() == 3:
+            return v_k * torch.matmul(u_k * v, alpha.transpose(-1, -2))
+        return alpha.view(-1, 1, 1) * v_k * (u_k * v).sum(-1, keepdim=True)
+
+    def heads(self, params: dict[str, Tensor], v: Tensor) -> tuple[Tensor, Tensor]:
+        """g: policy output (logits or Gaussian mean, ``[P, E, A]``) and value ``[P, E]``."""
+        return _linear(v, params["policy_w"], params["policy_b"]), _linear(v, params["value_w"], params["value_b"])[..., 0]
+
+    def step(self, params: dict[str, Tensor], state: dict[str, Tensor], obs: Tensor, prev_action: Tensor,
+             prev_reward: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """One environment step for all P x E agents -> (policy output, value, new state)."""
+        v0 = self.embed(params, obs, prev_action, prev_reward)
+        v, w = self.plastic_step(params, state["W"], v0)
+        out, value = self.heads(params, v)
+        return out, value, {"W": w}
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Per-individual linear map: x ``[P, E, in]``, weight ``[P, out, in]``, bias ``[P, out]``."""
+    y = torch.matmul(x, weight.transpose(-1, -2))
+    return y if bias is None else y + bias.unsqueeze(1)

@@ -1,0 +1,49 @@
+"""One flat parameter vector theta <-> named tensors, with a leading population axis.
+
+evotorch hands us a population as ``[P, D]``; ``ParamSpec.unflatten`` turns it into
+``{name: [P, *shape]}`` views without copying, so the model's batched forward reads every
+individual's weights straight out of the population matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(math.prod(s) for s in self.shapes)
+
+    @property
+    def num_params(self) -> int:
+        return sum(self.sizes)
+
+    def offsets(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for name, size in zip(self.names, self.sizes):
+            out[name] = slice(start, start + size)
+            start += size
+        return out
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """``[P, D]`` (or ``[D]``, treated as P = 1) -> ``{name: [P, *shape]}`` views."""
+        if flat.dim() == 1:
+            flat = flat.unsqueeze(0)
+        if flat.shape[-1] != self.num_params:
+            raise ValueError(f"expected {self.num_params} parameters, got {flat.shape[-1]}")
+        pieces = torch.split(flat, self.sizes, dim=-1)
+        return {n: p.reshape(flat.shape[0], *s) for n, p, s in zip(self.names, pieces, self.shapes)}
+
+    def flatten(self, params: dict[str, Tensor]) -> Tensor:
+        """Inverse of ``unflatten``: ``{name: [P, *shape]}`` -> ``[P, D]``."""
+        first = params[self.names[0]]
+        return torch.cat([params[n].reshape(first.shape[0], -1) for n in self.names], dim=-1)

@@ -1,0 +1,159 @@
+"""Evolution strategies through evotorch: a ``Problem`` that scores the whole population in one
+batched rollout, and a trainer that steps an evotorch searcher one generation at a time.
+
+The trainer computes and returns a flat metrics dict per generation; it never touches files.
+Its ``state_dict`` holds the pickled searcher (distribution, optimizer moments, the problem's
+RNG), the generation and the step counter, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import time
+from typing import Any
+
+import torch
+from evotorch import Problem, SolutionBatch
+
+from metods_evo.config import RunConfig
+from metods_evo.models.metods import MetODS
+from metods_evo.rollout import rollout
+from metods_evo.tasks import make_task
+
+logging.getLogger("evotorch").setLevel(logging.WARNING)  # its INFO lines would drown the progress bar
+
+
+def generation_seed(seed: int, generation: int, stream: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, generation, stream); no state to carry or resume."""
+    return (seed * 1_000_003 + generation * 7919 + stream * 104_729) % (2**63 - 1)
+
+
+def build_model(cfg: RunConfig, task) -> MetODS:
+    return MetODS(cfg.model, task.obs_dim, task.num_actions, task.action_dim)
+
+
+def score(result, metric: str) -> torch.Tensor:
+    """Fitness ``[P]``: the task's main metric averaged over episodes; non-finite runs score the worst."""
+    fitness = result.metrics[metric].mean(1)
+    bad = ~(result.finite.all(1) & torch.isfinite(fitness))
+    if bad.any():
+        worst = fitness[~bad].min() if (~bad).any() else fitness.new_tensor(-1e9)
+        fitness = torch.where(bad, worst - 1.0, fitness)
+    return fitness
+
+
+class MetODSProblem(Problem):
+    """Fitness of a population of MetODS parameter vectors on a task, all individuals in one rollout."""
+
+    def __init__(self, cfg: RunConfig):
+        self.run_cfg = cfg
+        self.task = make_task(cfg.task, device=cfg.device, **cfg.task_options)
+        self.model = build_model(cfg, self.task)
+        self.round = 0  # generation whose episodes are being scored (synced to Ray actors)
+        self.pending_env_steps = 0
+        actors = cfg.es.num_actors or None
+        super().__init__("max", solution_length=self.model.num_params, initial_bounds=(-0.1, 0.1),
+                         dtype=torch.float32, device=cfg.device, seed=cfg.seed, num_actors=actors,
+                         actor_config={"num_cpus": cfg.es.threads_per_actor} if actors else None)
+
+    # Ray actors get the generation index before each evaluation and report their step counts after it.
+    def _make_sync_data_for_actors(self) -> Any:
+        return self.round
+
+    def _use_sync_data_from_main(self, received: Any) -> None:
+        self.round = received
+
+    def _make_sync_data_for_main(self) -> Any:
+        steps, self.pending_env_steps = self.pending_env_steps, 0
+        return steps
+
+    def _use_sync_data_from_actors(self, received: list) -> None:
+        self.pending_env_steps += sum(received)
+
+    def _evaluate_batch(self, batch: SolutionBatch) -> None:
+        if self.is_remote and torch.get_num_threads() != self.run_cfg.es.threads_per_actor:
+            torch.set_num_threads(self.run_cfg.es.threads_per_actor)  # no oversubscription: actors x threads
+        cfg = self.run_cfg
+        generator = torch.Generator(device=self.task.device).manual_seed(generation_seed(cfg.seed, self.round))
+        # evotorch hands out read-only tensor subclasses; plain tensors keep that type out of the rollout.
+        values = batch.values.as_subclass(torch.Tensor).to(self.task.device)
+        params = self.model.spec.unflatten(values)
+        with torch.no_grad():
+            result = rollout(self.model, params, self.task, cfg.es.episodes, generator, action_mode=cfg.es.action_mode)
+        self.pending_env_steps += result.env_steps
+        batch.set_evals(score(result, self.task.main_metric).to(batch.values.device))
+
+
+def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
+    from evotorch.algorithms import CEM, CMAES, PGPE, SNES
+
+    es = cfg.es
+    if es.algorithm == "pgpe":
+        return PGPE(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
+                    center_learning_rate=es.center_lr, stdev_learning_rate=es.stdev_lr,
+                    stdev_max_change=es.stdev_max_change, optimizer="clipup",
+                    optimizer_config={"max_speed": es.max_speed or 2 * es.center_lr}, ranking_method="centered")
+    if es.algorithm == "snes":
+        kwargs = {k: v for k, v in (("center_learning_rate", es.center_lr), ("stdev_learning_rate", es.stdev_lr)) if v}
+        return SNES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init, **kwargs)
+    if es.algorithm == "cem":
+        return CEM(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
+                   parenthood_ratio=es.parenthood_ratio)
+    if es.algorithm == "cmaes":
+        return CMAES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init, separable=True)
+    raise ValueError(f"unknown ES algorithm {es.algorithm!r}")
+
+
+class ESTrainer:
+    """One evotorch searcher, stepped a generation at a time: ``step() -> metrics``."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.problem = MetODSProblem(cfg)
+        self.model, self.task = self.problem.model, self.problem.task
+        center = self.model.init_params(torch.Generator().manual_seed(cfg.seed)).to(cfg.device)
+        self.searcher = make_searcher(cfg, self.problem, center)
+        self.generation = 0
+        self.env_steps = 0
+
+    def step(self) -> dict[str, float]:
+        start = time.perf_counter()
+        self.problem.round = self.generation
+        self.searcher.step()
+        self.generation += 1
+        steps, self.problem.pending_env_steps = self.problem.pending_env_steps, 0
+        self.env_steps += steps
+        fitness = self.searcher.population.evals[:, 0]
+        elapsed = time.perf_counter() - start
+        return {"es/fitness_mean": float(fitness.mean()), "es/fitness_best": float(fitness.max()),
+                "es/fitness_std": float(fitness.std()), "es/sigma_mean": float(self.stdev().mean()),
+                "train/episode_return": float(fitness.mean()), "perf/generation_s": elapsed,
+                "perf/steps_per_s": steps / max(elapsed, 1e-9)}
+
+    def center(self) -> torch.Tensor:
+        """The search distribution's center: the theta this run stands for."""
+        return self.searcher.status["center"].detach().clone().cpu()
+
+    def stdev(self) -> torch.Tensor:
+        status = self.searcher.status
+        if "stdev" in status:
+            return status["stdev"]
+        return torch.as_tensor(float(status.get("sigma", 0.0)))
+
+    def state_dict(self) -> dict[str, Any]:
+        buffer = io.BytesIO()
+        pickle.dump(self.searcher, buffer)
+        return {"searcher": buffer.getvalue(), "generation": self.generation, "env_steps": self.env_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.close()
+        self.searcher = pickle.loads(state["searcher"])
+        self.problem = self.searcher.problem
+        self.model, self.task = self.problem.model, self.problem.task
+        self.generation, self.env_steps = state["generation"], state["env_steps"]
+
+    def close(self) -> None:
+        if getattr(self.problem, "_actors", None):
+            self.problem.kill_actors()

@@ -1,0 +1,34 @@
+"""Training-curve figures (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, *, title: str, eval_key: str) -> None:
+    """Fitness / return against generation and against env steps, with the periodic evaluations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, xkey, xlabel in ((axes[0], "generation", "generation"), (axes[1], "env_steps", "environment steps")):
+        x = [r[xkey] for r in rows]
+        for key, label in (("es/fitness_mean", "population mean"), ("es/fitness_best", "population best"),
+                           ("train/episode_return", "training return")):
+            if key in rows[0] and not (key == "train/episode_return" and "es/fitness_mean" in rows[0]):
+                ax.plot(x, [r[key] for r in rows], label=label, lw=1, alpha=0.8)
+        evals = [(xv, r[eval_key]) for xv, r in zip(x, rows) if eval_key in r and not math.isnan(r[eval_key])]
+        if evals:
+            ax.plot(*zip(*evals), "o-", ms=3, label=f"{eval_key} (center)", color="black")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("episode return")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""The one batched rollout where a model meets a task. ES and gradient training both call it.
+
+``rollout`` steps P individuals x E episodes in lock-step: one model call and one task call per
+time step, for all P x E agents at once. All individuals see the same E sampled tasks (the task
+state is drawn once for E episodes and tiled P times), which makes their fitnesses comparable.
+Agents whose episode has ended are masked out, and the loop stops as soon as every episode has
+ended, so no step is spent on finished episodes beyond the slowest one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from metods_evo.tasks.base import Task
+
+
+@dataclass
+class RolloutResult:
+    rewards: Tensor
+    """Per-step rewards ``[T, P, E]`` (zero after each episode's end)."""
+    lengths: Tensor
+    """Episode lengths ``[P, E]``."""
+    metrics: dict[str, Tensor]
+    """Task episode metrics ``{name: [P, E]}`` (always ``"return"``)."""
+    finite: Tensor
+    """``[P, E]`` False where the model produced a non-finite output (those episodes score worst)."""
+    env_steps: int
+    """Environment steps actually taken by live agents."""
+    log_probs: Tensor | None = None
+    values: Tensor | None = None
+    entropies: Tensor | None = None
+    trace: dict[str, list[Tensor]] = field(default_factory=dict)
+
+    @property
+    def returns(self) -> Tensor:
+        return self.metrics["return"]
+
+
+def tile(state: dict[str, Tensor], copies: int) -> dict[str, Tensor]:
+    """Repeat a batched state ``[E, ...]`` -> ``[copies * E, ...]``, individual-major (index p * E + e).
+
+    ``_episodes`` marks the tiling so the task draws its step noise once per episode (``Task.uniform``).
+    """
+    first = next(iter(state.values()))
+    tiled = {k: v.repeat(copies, *([1] * (v.dim() - 1))) for k, v in state.items()}
+    tiled["_episodes"] = first.new_empty(first.shape[0], 0)
+    return tiled
+
+
+def select_actions(logits: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
+    """Greedy (argmax) or sampled (Gumbel-max, seeded by ``generator``) categorical actions."""
+    if mode == "greedy":
+        return logits.argmax(-1)
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
+    return (logits + gumbel).argmax(-1)
+
+
+def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, generator: torch.Generator, *,
+            action_mode: str = "greedy", record: bool = False, trace: bool = False) -> RolloutResult:
+    """Run ``num_episodes`` episodes for each of the P individuals in ``params``.
+
+    ``record=True`` keeps log-probs, values and entropies (with autograd) for policy-gradient training.
+    ``trace=True`` keeps per-step plastic states, hidden vectors and actions for analysis.
+    """
+    pop = params[model.spec.names[0]].shape[0]
+    task_state, obs = task.reset(num_episodes, generator)
+    task_state, obs = tile(task_state, pop), obs.repeat(pop, 1)
+    device, batch = obs.device, (pop, num_episodes)
+    model_state = model.initial_state(params, num_episodes, generator)
+    prev_action = torch.full(batch, -1, dtype=torch.long, device=device)
+    prev_reward = torch.zeros(batch, device=device)
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    finite = torch.ones(batch, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
+    rewards, log_probs, values, entropies = [], [], [], []
+    traces: dict[str, list[Tensor]] = {"W": [], "action": [], "obs": []} if trace else {}
+    # On an accelerator, checking "all done?" every step would sync with the host; check rarely there.
+    check_every = 1 if device.type == "cpu" else 8
+    for t in range(task.max_steps):
+        out, value, model_state = model.step(params, model_state, obs.view(*batch, -1), prev_action, prev_reward)
+        finite &= torch.isfinite(out).all(-1)
+        out = torch.nan_to_num(out, nan=0.0, posinf=1e6, neginf=-1e6)
+        action = select_actions(out, action_mode, generator)
+        if record:
+            logp_all = torch.log_softmax(out, -1)
+            log_probs.append(logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1))
+            entropies.append(-(logp_all.exp() * logp_all).sum(-1))
+            values.append(value)
+        if trace:
+            traces["W"].append(model_state["W"].detach())
+            traces["action"].append(action)
+            traces["obs"].append(obs.view(*batch, -1))
+        task_state, obs, reward, done = task.step(task_state, action.view(-1), generator)
+        reward = reward.view(batch) * alive
+        rewards.append(reward)
+        lengths += alive
+        alive = alive & ~done.view(batch)
+        prev_action, prev_reward = action, reward
+        if (t + 1) % check_every == 0 and not bool(alive.any()):
+            break
+    reward_trace = torch.stack(rewards)
+    flat = reward_trace.reshape(reward_trace.shape[0], -1)
+    metrics = {k: v.view(batch) for k, v in task.episode_metrics(flat, lengths.view(-1)).items()}
+    stack = (lambda xs: torch.stack(xs)) if record else (lambda xs: None)
+    return RolloutResult(reward_trace, lengths, metrics, finite, int(lengths.sum()), stack(log_probs), stack(values),
+                         stack(entropies), traces)

@@ -1,0 +1,170 @@
+"""Run directories: one self-describing folder per training run.
+
+    runs/<task>__<optimizer>__s<seed>__<time>/
+        config.json     the full RunConfig (enough to resume or re-evaluate)
+        metrics.csv     one row per generation / iteration
+        checkpoint.pt   resumable state, written atomically every K generations and at the end
+        agent.pt        the run's best theta so far (what ``load_agent`` returns)
+        eval.json       final evaluation of the best theta
+        curves.png      training curves
+
+Every file is written to a temporary name and renamed into place, so a run killed at any
+moment (even SIGKILL) leaves the previous complete version of each file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metods_evo.config import ConfigError, RunConfig
+
+CONFIG, METRICS, CHECKPOINT, AGENT, EVAL, CURVES = (
+    "config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "eval.json", "curves.png")
+
+
+class RunError(ConfigError):
+    """A missing, incomplete or corrupt run directory (one-line CLI error, exit code 2)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    algo = f"es-{cfg.es.algorithm}" if cfg.optimizer == "es" else cfg.optimizer
+    return f"{cfg.task}__{algo}__s{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, cfg: RunConfig, out: str | None = None, base: str = "runs") -> RunDir:
+        """A new run directory; an existing ``out`` is refused so no run is ever overwritten."""
+        if out is not None:
+            path = Path(out)
+            if path.exists():
+                raise RunError(f"--out {out} already exists; pick a new directory or --resume it")
+        else:
+            path = Path(base) / default_run_name(cfg)
+            suffix = 1
+            while path.exists():
+                path = Path(base) / f"{default_run_name(cfg)}-{suffix}"
+                suffix += 1
+        path.mkdir(parents=True)
+        run = cls(path)
+        atomic_write_bytes(run.file(CONFIG), cfg.to_json().encode())
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunDir:
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunError(f"no run directory at {path}")
+        if not run.file(CONFIG).is_file():
+            raise RunError(f"{path} is not a run directory (no {CONFIG})")
+        run.config()  # fail early on a corrupt config
+        return run
+
+    def config(self) -> RunConfig:
+        try:
+            return RunConfig.from_dict(json.loads(self.file(CONFIG).read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise RunError(f"corrupt {self.file(CONFIG)}: {err}") from None
+
+    # ------------------------------------------------------------------ checkpoints and agent
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(self.file(CHECKPOINT), state)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.file(CHECKPOINT)
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
+            raise RunError(f"corrupt checkpoint {path}: {type(err).__name__}") from None
+
+    def save_agent(self, theta: torch.Tensor, info: dict[str, Any]) -> None:
+        atomic_torch_save(self.file(AGENT), {"theta": theta.detach().cpu(), **info})
+
+    def load_agent_state(self) -> dict[str, Any]:
+        path = self.file(AGENT)
+        if not path.is_file():
+            raise RunError(f"{self.path} has no trained agent yet ({AGENT} missing)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            state["theta"]
+        except Exception as err:  # noqa: BLE001
+            raise RunError(f"corrupt agent file {path}: {type(err).__name__}") from None
+        return state
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_bytes(self.file(name), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+    # ------------------------------------------------------------------ metrics
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        path = self.file(METRICS)
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+    def read_metrics(self) -> list[dict[str, float]]:
+        path = self.file(METRICS)
+        if not path.exists():
+            return []
+        with open(path, newline="") as handle:
+            rows = []
+            for row in csv.DictReader(handle):
+                if None in row or any(v is None for v in row.values()):
+                    break  # a line cut short by a kill
+                rows.append({k: float(v) if v not in ("", None) else math.nan for k, v in row.items()})
+            return rows
+
+    def truncate_metrics(self, generation: int) -> None:
+        """Keep the rows up to ``generation`` (the last checkpoint); later ones are recomputed on resume."""
+        rows = [r for r in self.read_metrics() if r["generation"] <= generation]
+        path = self.file(METRICS)
+        if not rows:
+            path.unlink(missing_ok=True)
+            return
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        atomic_write_bytes(path, out.getvalue().encode())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)

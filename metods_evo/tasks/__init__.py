@@ -1,0 +1,70 @@
+"""Task registry: ``register(id, entry_point, **defaults)`` and ``make_task(id, **options)``.
+
+Entry points are ``"module:Class"`` strings imported on first use (as in gymnasium's registry),
+so heavy simulators are only imported when their task is chosen. Every task is also registered
+with gymnasium as a vector environment ``metods_evo/<Name>-v0``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from metods_evo.tasks.base import Task, TaskState
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    id: str
+    entry_point: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    gym_id: str = ""
+    description: str = ""
+
+    def load_class(self) -> type[Task]:
+        module_name, class_name = self.entry_point.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+    def options(self) -> dict[str, Any]:
+        """Constructor options of the task (name -> default), registry defaults applied."""
+        params = inspect.signature(self.load_class().__init__).parameters
+        found = {n: p.default for n, p in params.items() if n not in ("self", "device") and p.default is not p.empty}
+        found.update(self.defaults)
+        return found
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(id: str, entry_point: str, *, gym_id: str = "", description: str = "", **defaults: Any) -> None:
+    """Register a task under ``id``; ``defaults`` override the class's constructor defaults."""
+    if id in TASKS:
+        raise ValueError(f"task {id!r} is already registered")
+    spec = TaskSpec(id, entry_point, dict(defaults), gym_id, description)
+    TASKS[id] = spec
+    if gym_id:
+        from metods_evo.tasks.gym_vector import register_gymnasium
+
+        register_gymnasium(spec)
+
+
+def make_task(id: str, device: str = "cpu", **options: Any) -> Task:
+    """Build a registered task; unknown ids and options raise ``ValueError`` with the valid choices."""
+    if id not in TASKS:
+        raise ValueError(f"unknown task {id!r}; choose from {', '.join(sorted(TASKS))}")
+    spec = TASKS[id]
+    known = spec.options()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"task {id!r} has no option {unknown[0]!r}; options: {', '.join(sorted(known)) or 'none'}")
+    return spec.load_class()(device=device, **{**spec.defaults, **options})
+
+
+register("harlow", "metods_evo.tasks.harlow:HarlowTask", gym_id="metods_evo/Harlow-v0",
+         description="1-D Harlow one-shot learning (5 trials, two objects)")
+register("maze", "metods_evo.tasks.maze:MazeTask", gym_id="metods_evo/Maze-v0",
+         description="partially observable Prim's maze with an invisible target")
+
+__all__ = ["TASKS", "Task", "TaskSpec", "TaskState", "make_task", "register"]

@@ -1,0 +1,75 @@
+"""The batched task interface shared by every environment in metods-evo.
+
+A task steps B independent episodes as one tensor computation on any torch device. It is
+functional: the episode state is a plain ``dict`` of tensors whose leading axis is the batch,
+passed in and returned explicitly, so the rollout can tile it across a population, move it
+between devices, or checkpoint it. All randomness comes from the ``torch.Generator`` the caller
+passes, which makes every episode reproducible from a seed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+TaskState = dict[str, Tensor]
+
+
+class Task:
+    """Base class: subclasses set the class attributes and implement ``reset`` / ``step`` / ``episode_metrics``."""
+
+    obs_dim: int
+    """Length of one observation vector."""
+    num_actions: int
+    """Number of discrete actions (0 for continuous tasks)."""
+    action_dim: int = 0
+    """Length of a continuous action vector (0 for discrete tasks)."""
+    max_steps: int
+    """Upper bound on an episode's length; the rollout never runs longer."""
+    main_metric: ClassVar[str] = "return"
+    """The episode metric that ES maximizes and that summaries lead with."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+
+    @property
+    def discrete(self) -> bool:
+        return self.num_actions > 0
+
+    def reset(self, num_envs: int, generator: torch.Generator) -> tuple[TaskState, Tensor]:
+        """Start ``num_envs`` fresh episodes. Returns (state, obs ``float32 [B, obs_dim]``)."""
+        raise NotImplementedError
+
+    def step(self, state: TaskState, action: Tensor, generator: torch.Generator) -> tuple[TaskState, Tensor, Tensor, Tensor]:
+        """Advance every episode by one step.
+
+        ``action`` is ``int64 [B]`` for discrete tasks. Returns (state, obs ``float32 [B, obs_dim]``,
+        reward ``float32 [B]``, done ``bool [B]``). ``done`` is True on the step that ends the episode.
+        Stepping an episode after it is done must not fail; the rollout ignores what it returns.
+        """
+        raise NotImplementedError
+
+    def uniform(self, state: TaskState, generator: torch.Generator, *shape: int) -> Tensor:
+        """U[0, 1) noise ``[B, *shape]`` for the per-step randomness of ``step``.
+
+        When the rollout tiles E sampled episodes over P individuals it adds ``state["_episodes"]``
+        (an empty ``[E, 0]`` tensor: its shape is the count, so reading it never syncs a GPU). The
+        draws are then made for the E episodes and shared by every individual (common random
+        numbers): an individual's score does not depend on the population size or its position in
+        the population, and differences between individuals come from their behaviour alone.
+        Tasks must keep ``_``-prefixed keys in the state they return.
+        """
+        batch = next(v.shape[0] for k, v in state.items() if not k.startswith("_"))
+        base = state["_episodes"].shape[0] if "_episodes" in state else batch
+        noise = torch.rand((base, *shape), generator=generator, device=self.device)
+        return noise if base == batch else noise.repeat(batch // base, *([1] * len(shape)))
+
+    def episode_metrics(self, rewards: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        """Per-episode metrics from the reward trace.
+
+        ``rewards``: ``float32 [T, B]`` with zeros after each episode's end; ``lengths``: ``int64 [B]``.
+        Returns ``{name: float32 [B]}`` and always contains ``"return"``.
+        """
+        return {"return": rewards.sum(0)}

@@ -1,0 +1,134 @@
+"""The training driver shared by every optimizer: step, evaluate, record, checkpoint, resume.
+
+An optimizer ("trainer") only computes: ``step() -> metrics``, ``center() -> theta``,
+``state_dict()`` / ``load_state_dict()``. This loop records its metrics (CSV, progress bar),
+evaluates the current theta every ``eval_every`` generations on fixed held-out episodes, keeps
+the best one as the run's agent, and writes an atomic checkpoint every ``checkpoint_every``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from metods_evo.config import RunConfig, validate
+from metods_evo.evaluate import EVAL_STREAM, evaluate_theta, final_seed
+from metods_evo.optimizers.es import generation_seed
+from metods_evo.runs import CURVES, EVAL, RunDir, RunError
+
+OPTIMIZERS: dict[str, str] = {}
+
+
+def register_optimizer(name: str, entry_point: str) -> None:
+    """``entry_point`` is ``"module:Class"`` of a trainer built as ``Class(cfg)``."""
+    OPTIMIZERS[name] = entry_point
+
+
+register_optimizer("es", "metods_evo.optimizers.es:ESTrainer")
+
+
+def make_trainer(cfg: RunConfig):
+    module, cls = OPTIMIZERS[cfg.optimizer].split(":")
+    return getattr(importlib.import_module(module), cls)(cfg)
+
+
+def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True,
+          on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or continue) the run in ``run`` and return its final evaluation report."""
+    validate(cfg)
+    torch.manual_seed(cfg.seed)
+    trainer = make_trainer(cfg)
+    best = {"score": -math.inf, "generation": -1}
+    wall_before = 0.0
+    if resume:
+        state = run.load_checkpoint()
+        if state is not None:
+            trainer.load_state_dict(state["trainer"])
+            best, wall_before = state["best"], state["wall_s"]
+            torch.set_rng_state(state["torch_rng"])
+            run.truncate_metrics(trainer.generation)
+        else:
+            run.truncate_metrics(0)  # killed before its first checkpoint: start over
+    eval_seed = generation_seed(cfg.seed, 0, EVAL_STREAM)
+    metric = trainer.task.main_metric
+    bar = _progress_bar(cfg, trainer, progress)
+    start = time.perf_counter()
+    try:
+        while not _finished(cfg, trainer):
+            steps_before = trainer.env_steps
+            row: dict[str, Any] = {"generation": trainer.generation + 1}
+            metrics = trainer.step()
+            evaluated = trainer.generation % cfg.eval_every == 0 or _finished(cfg, trainer)
+            eval_score = math.nan
+            if evaluated:
+                theta = trainer.center()
+                report = evaluate_theta(cfg, theta, cfg.eval_episodes, eval_seed)
+                eval_score = report["metrics"][metric]["mean"]
+                if eval_score > best["score"]:
+                    best = {"score": eval_score, "generation": trainer.generation}
+                    run.save_agent(theta, {"generation": trainer.generation, "eval_score": eval_score})
+            wall = wall_before + time.perf_counter() - start
+            row |= {"env_steps": trainer.env_steps, "wall_s": round(wall, 3), **metrics, f"eval/{metric}": eval_score}
+            run.append_metrics(row)
+            if on_generation is not None:
+                on_generation(row)
+            if trainer.generation % cfg.checkpoint_every == 0 or _finished(cfg, trainer):
+                run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
+                                     "torch_rng": torch.get_rng_state()})
+            if bar is not None:
+                bar.update(1 if cfg.budget_steps <= 0 else trainer.env_steps - steps_before)
+                bar.set_postfix_str(f"gen {trainer.generation} fit {metrics['es/fitness_mean' if 'es/fitness_mean' in metrics else 'train/episode_return']:.2f}"
+                                    f" best-eval {best['score']:.2f} {metrics['perf/steps_per_s']:.0f} steps/s")
+    finally:
+        if bar is not None:
+            bar.close()
+        trainer.close()
+    return finish(cfg, run)
+
+
+def finish(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Final evaluation of the best theta on fresh episodes, written to eval.json, and the curves."""
+    agent = run.load_agent_state()
+    report = evaluate_theta(cfg, agent["theta"], cfg.final_eval_episodes, final_seed(cfg))
+    rows = run.read_metrics()
+    report |= {"generation": agent["generation"], "env_steps": int(rows[-1]["env_steps"]) if rows else 0,
+               "wall_s": rows[-1]["wall_s"] if rows else 0.0}
+    run.write_json(EVAL, report)
+    try:
+        from metods_evo.plots import plot_curves
+
+        plot_curves(rows, run.file(CURVES), title=f"{cfg.task} — {cfg.optimizer}", eval_key=f"eval/{_main_metric(cfg)}")
+    except ImportError:  # matplotlib is a dependency, but a broken install must not lose a finished run
+        pass
+    return report
+
+
+def _main_metric(cfg: RunConfig) -> str:
+    from metods_evo.tasks import TASKS
+
+    return TASKS[cfg.task].load_class().main_metric
+
+
+def _finished(cfg: RunConfig, trainer) -> bool:
+    if cfg.budget_steps > 0:
+        return trainer.env_steps >= cfg.budget_steps
+    return trainer.generation >= cfg.generations
+
+
+def _progress_bar(cfg: RunConfig, trainer, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    if cfg.budget_steps > 0:
+        return tqdm(total=cfg.budget_steps, initial=min(trainer.env_steps, cfg.budget_steps), unit="step",
+                    unit_scale=True, desc=cfg.task, dynamic_ncols=True)
+    return tqdm(total=cfg.generations, initial=trainer.generation, unit="gen", desc=cfg.task, dynamic_ncols=True)
+
+
+__all__ = ["OPTIMIZERS", "RunError", "finish", "make_trainer", "register_optimizer", "train"]

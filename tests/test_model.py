@@ -1,0 +1,161 @@
+"""The MetODS layer against a literal, loop-based transcription of Algorithm 1 (PAPER.md)."""
+
+import itertools
+
+import pytest
+import torch
+
+from metods_evo.config import ModelConfig
+from metods_evo.models.metods import MetODS, coefficient_offset
+
+
+def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: int, prev_reward: float):
+    """One agent, one step, float64, written exactly as the paper's equations (no batching tricks)."""
+    cfg, n = model.cfg, model.cfg.n
+    sigma = model.sigma
+    onehot = torch.zeros(model.num_actions, dtype=torch.float64)
+    if prev_action >= 0:
+        onehot[prev_action] = 1.0
+    x = torch.cat([obs, onehot, torch.tensor([prev_reward], dtype=torch.float64)])
+    if "f_hidden_w" in p:
+        x = sigma(p["f_hidden_w"] @ x + p["f_hidden_b"])
+    v = [sigma(p["f_w"] @ x + p["f_b"])]
+    ws = [w]
+
+    def u(vec):
+        if cfg.write == "linear":
+            return p["write_l"] @ vec
+        if cfg.write == "mlp":
+            return p["write_o_w"] @ torch.tanh(p["write_h_w"] @ vec + p["write_h_b"]) + p["write_o_b"]
+        return vec
+
+    alpha = p["alpha"] if cfg.alpha == "matrix" else p["alpha"][0] * torch.ones(n, n, dtype=torch.float64)
+    for s in range(1, cfg.depth + 1):
+        kappa = [p["kappa"][coefficient_offset(s) + l] for l in range(s + 1)]
+        beta = [p["beta"][coefficient_offset(s) + l] for l in range(s + 1)]
+        v_s = kappa[s] * sigma(ws[s - 1] @ v[s - 1])
+        w_s = beta[s] * (alpha * torch.outer(v[s - 1], u(v[s - 1])))
+        for l in range(s):  # noqa: E741
+            v_s = v_s + kappa[l] * v[l]
+            w_s = w_s + beta[l] * ws[l]
+        v.append(v_s)
+        ws.append(w_s)
+    w_t = ws[-1].clamp(-cfg.plastic_bound, cfg.plastic_bound) if cfg.plastic_bound > 0 else ws[-1]
+    return p["policy_w"] @ v[-1] + p["policy_b"], (p["value_w"] @ v[-1] + p["value_b"])[0], w_t
+
+
+VARIANTS = [dict(depth=d, alpha=a, write=wr) for d, a, wr in
+            itertools.product([1, 2, 3, 4], ["matrix", "scalar"], ["hebbian", "linear", "mlp"])]
+
+
+def random_theta(model: MetODS, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (model.init_params(g).double() + 0.3 * torch.randn(model.num_params, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"S{v['depth']}-{v['alpha']}-{v['write']}")
+def test_batched_step_matches_reference(variant):
+    cfg = ModelConfig(n=6, plastic_bound=1.5, embed_hidden=3 if variant["depth"] == 2 else 0, **variant)
+    model = MetODS(cfg, obs_dim=5, num_actions=3)
+    pop, agents, steps = 3, 4, 4
+    g = torch.Generator().manual_seed(1)
+    theta = torch.stack([random_theta(model, seed) for seed in range(pop)])
+    params = model.spec.unflatten(theta)
+    state = {"W": 0.5 * torch.randn(pop, agents, 6, 6, generator=g, dtype=torch.float64)}
+    ref_w = state["W"].clone()
+    for t in range(steps):
+        obs = torch.randn(pop, agents, 5, generator=g, dtype=torch.float64)
+        act = torch.randint(-1 if t == 0 else 0, 3, (pop, agents), generator=g)
+        rew = torch.randn(pop, agents, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            logits, value, state = model.step(params, state, obs, act, rew)
+        for i, j in itertools.product(range(pop), range(agents)):
+            p_i = {k: v[i] for k, v in params.items()}
+            ref_logits, ref_value, ref_w[i, j] = reference_step(model, p_i, ref_w[i, j], obs[i, j], int(act[i, j]),
+                                                                float(rew[i, j]))
+            torch.testing.assert_close(logits[i, j], ref_logits, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(value[i, j], ref_value, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(state["W"], ref_w, rtol=1e-9, atol=1e-9)
+
+
+def test_depth_one_is_a_hebbian_update():
+    cfg = ModelConfig(n=5, depth=1, plastic_bound=0.0)
+    model = MetODS(cfg, obs_dim=4, num_actions=2)
+    params = model.spec.unflatten(random_theta(model, 0).unsqueeze(0))
+    w = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    obs = torch.randn(1, 1, 4, dtype=torch.float64)
+    zero = torch.zeros(1, 1, dtype=torch.float64)
+    with torch.no_grad():
+        _, _, state = model.step(params, {"W": w}, obs, torch.tensor([[-1]]), zero)
+        v0 = model.embed(params, obs, torch.tensor([[-1]]), zero)[0, 0]
+    b0, b1 = params["beta"][0]
+    hebbian = b0 * w[0, 0] + b1 * params["alpha"][0] * torch.outer(v0, v0)
+    torch.testing.assert_close(state["W"][0, 0], hebbian)
+
+
+def test_gradient_path_equals_no_grad_path():
+    """The in-place (no-grad, ES) and out-of-place (autograd) code paths compute the same step."""
+    model = MetODS(ModelConfig(n=8, depth=3), obs_dim=5, num_actions=3)
+    params = model.spec.unflatten(torch.stack([random_theta(model, s).float() for s in range(2)]))
+    w = torch.randn(2, 3, 8, 8)
+    obs, act, rew = torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3)
+    with torch.no_grad():
+        a = model.step(params, {"W": w}, obs, act, rew)
+    b = model.step(params, {"W": w}, obs, act, rew)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[2]["W"], b[2]["W"])
+
+
+def test_population_forward_equals_per_individual_forward():
+    model = MetODS(ModelConfig(n=10, depth=3), obs_dim=20, num_actions=3)
+    theta = torch.stack([random_theta(model, s).float() for s in range(5)])
+    params = model.spec.unflatten(theta)
+    g = torch.Generator().manual_seed(0)
+    state = model.initial_state(params, 7)
+    singles = [model.initial_state(model.spec.unflatten(theta[i]), 7) for i in range(5)]
+    for _ in range(6):
+        obs, act = torch.randn(5, 7, 20, generator=g), torch.randint(-1, 3, (5, 7), generator=g)
+        rew = torch.randn(5, 7, generator=g)
+        with torch.no_grad():
+            logits, _, state = model.step(params, state, obs, act, rew)
+            for i in range(5):
+                li, _, singles[i] = model.step(model.spec.unflatten(theta[i]), singles[i], obs[i:i + 1], act[i:i + 1],
+                                               rew[i:i + 1])
+                torch.testing.assert_close(logits[i:i + 1], li, rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(state["W"][i:i + 1], singles[i]["W"], rtol=1e-5, atol=1e-6)
+
+
+def test_param_vector_roundtrip_and_counts():
+    for depth in (1, 2, 3):
+        model = MetODS(ModelConfig(n=7, depth=depth), obs_dim=4, num_actions=2)
+        assert model.spec.shapes[model.spec.names.index("kappa")] == (depth * (depth + 3) // 2,)
+        theta = torch.randn(3, model.num_params)
+        torch.testing.assert_close(model.spec.flatten(model.spec.unflatten(theta)), theta)
+    scalar = MetODS(ModelConfig(n=7, alpha="scalar"), obs_dim=4, num_actions=2)
+    assert scalar.spec.shapes[scalar.spec.names.index("alpha")] == (1,)
+
+
+@pytest.mark.parametrize("w0", ["zero", "learnt", "random"])
+def test_initial_state_variants(w0):
+    model = MetODS(ModelConfig(n=6, w0=w0, w0_std=0.5), obs_dim=4, num_actions=2)
+    theta = torch.randn(3, model.num_params)
+    state = model.initial_state(model.spec.unflatten(theta), 5, torch.Generator().manual_seed(0))
+    assert state["W"].shape == (3, 5, 6, 6)
+    if w0 == "zero":
+        assert state["W"].abs().max() == 0
+    elif w0 == "learnt":
+        torch.testing.assert_close(state["W"][1, 2], model.spec.unflatten(theta)["w0"][1])
+    else:  # every individual sees the same W0 draws, each agent a different one
+        torch.testing.assert_close(state["W"][0], state["W"][2])
+        assert 0.3 < state["W"].std() < 0.7 and not torch.equal(state["W"][0, 0], state["W"][0, 1])
+
+
+def test_plastic_bound_holds_under_huge_plasticity():
+    model = MetODS(ModelConfig(n=6, plastic_bound=2.0), obs_dim=4, num_actions=2)
+    params = model.spec.unflatten(model.init_params() * 0 + 50.0)
+    state = model.initial_state(params, 3)
+    for _ in range(20):
+        with torch.no_grad():
+            out, _, state = model.step(params, state, torch.ones(1, 3, 4), torch.zeros(1, 3, dtype=torch.long),
+                                       torch.ones(1, 3))
+    assert state["W"].abs().max() <= 2.0 and torch.isfinite(out).all()

@@ -1,0 +1,51 @@
+"""Every registered task: the Task interface contract, and its gymnasium vector-env registration."""
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+import metods_evo  # noqa: F401 - registers the gymnasium ids
+from metods_evo.tasks import TASKS, make_task, register
+
+
+@pytest.mark.parametrize("task_id", sorted(TASKS))
+def test_task_contract(task_id):
+    task = make_task(task_id)
+    g = torch.Generator().manual_seed(0)
+    state, obs = task.reset(7, g)
+    assert obs.shape == (7, task.obs_dim) and obs.dtype == torch.float32
+    done_at = torch.full((7,), -1)
+    for t in range(task.max_steps):
+        state, obs, reward, done = task.step(state, torch.randint(0, task.num_actions, (7,), generator=g), g)
+        assert obs.shape == (7, task.obs_dim) and reward.shape == (7,) and done.dtype == torch.bool
+        done_at[(done_at < 0) & done] = t
+    assert (done_at >= 0).all(), "every episode ends within max_steps"
+    metrics = task.episode_metrics(torch.zeros(task.max_steps, 7), torch.full((7,), task.max_steps))
+    assert "return" in metrics and metrics["return"].shape == (7,)
+
+
+@pytest.mark.parametrize("task_id", sorted(TASKS))
+def test_gymnasium_make_vec(task_id):
+    spec = TASKS[task_id]
+    env = gymnasium.make_vec(spec.gym_id, num_envs=4)
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == (4, env.single_observation_space.shape[0])
+    total_done = 0
+    for _ in range(2 * make_task(task_id).max_steps + 2):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert obs.shape[0] == 4 and np.isfinite(reward).all()
+        total_done += terminated.sum()
+    assert total_done >= 4  # episodes end and auto-reset
+    obs2, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(env.reset(seed=3)[0], obs2)
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="unknown task"):
+        make_task("nope")
+    with pytest.raises(ValueError, match="no option"):
+        make_task("maze", sise=10)
+    with pytest.raises(ValueError, match="already registered"):
+        register("maze", "metods_evo.tasks.maze:MazeTask")
+    assert make_task("maze", size=10).obs_dim == 9
