@@ -72,7 +72,7 @@ def tasks() -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the whole run. [default: 0]")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N. [default: cpu]")
 @click.option("--num-actors", type=int, default=None, help="Ray actors for population evaluation. [default: 0]")
-@click.option("--out", default=None, help="Run directory (must not exist). [default: runs/<task>__<opt>__s<seed>__<time>]")
+@click.option("--out", default=None, help="New run directory. [default: runs/<task>__<opt>__s<seed>__<time>]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config field: model.n=32, es.sigma_init=0.05, task.size=10, eval_every=5 ...")
 @click.option("--resume", default=None, metavar="RUN", help="Continue a killed or finished run from its checkpoint.")
@@ -82,7 +82,8 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
     """Meta-train a MetODS agent; prints the run directory and the final evaluation."""
     from metods_evo.evaluate import format_table
     from metods_evo.runs import RunDir
-    from metods_evo.train import OPTIMIZERS, train as run_training
+    from metods_evo.train import OPTIMIZERS
+    from metods_evo.train import train as run_training
 
     if resume is not None:
         given = [task, optimizer, algorithm, popsize, generations, budget_steps, seed, device, num_actors, out]
@@ -132,6 +133,9 @@ def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
     run = RunDir.open(run_dir)
     cfg = run.config()
     theta = run.load_agent_state()["theta"]
+    import torch
+
+    torch.set_num_threads(cfg.threads)
     if task is not None and task != cfg.task:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
@@ -143,8 +147,8 @@ def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
             raise ConfigError(f"evaluate only takes task options (--set task.KEY=VALUE), got {key!r}")
         apply_overrides(cfg, {key: value}, task_options)
         options[key[5:]] = cfg.task_options[key[5:]]
-    report = evaluate_theta(cfg, theta, episodes, seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM),
-                            task_options=options)
+    seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
+    report = evaluate_theta(cfg, theta, episodes, seed, task_options=options)
     click.echo(to_json(report) if as_json else format_table(report))
 
 

@@ -82,6 +82,10 @@ class RunConfig:
     """Seed of everything: searcher, task sampling, evaluation."""
     device: str = "cpu"
     """torch device of the rollout: cpu | cuda | cuda:N."""
+    threads: int = 1
+    """torch CPU threads in this process. 1 by default: population batches are many small matrices, which
+    gain little from intra-op threads, and on a shared machine OpenMP workers stall waiting for a core.
+    Use more cores through es.num_actors (one single-threaded Ray actor per core) or raise this."""
     generations: int = 300
     """Number of generations (ignored when budget_steps > 0)."""
     budget_steps: int = 0
@@ -179,7 +183,8 @@ def validate(cfg: RunConfig) -> None:
     positive = {"model.n": cfg.model.n, "model.depth": cfg.model.depth, "es.popsize": cfg.es.popsize,
                 "es.episodes": cfg.es.episodes, "checkpoint_every": cfg.checkpoint_every,
                 "eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes,
-                "final_eval_episodes": cfg.final_eval_episodes, "es.threads_per_actor": cfg.es.threads_per_actor}
+                "final_eval_episodes": cfg.final_eval_episodes, "threads": cfg.threads,
+                "es.threads_per_actor": cfg.es.threads_per_actor}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1 (got {value})")

@@ -41,6 +41,7 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
           on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or continue) the run in ``run`` and return its final evaluation report."""
     validate(cfg)
+    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     trainer = make_trainer(cfg)
     best = {"score": -math.inf, "generation": -1}
@@ -82,8 +83,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
                                      "torch_rng": torch.get_rng_state()})
             if bar is not None:
                 bar.update(1 if cfg.budget_steps <= 0 else trainer.env_steps - steps_before)
-                bar.set_postfix_str(f"gen {trainer.generation} fit {metrics['es/fitness_mean' if 'es/fitness_mean' in metrics else 'train/episode_return']:.2f}"
-                                    f" best-eval {best['score']:.2f} {metrics['perf/steps_per_s']:.0f} steps/s")
+                bar.set_postfix_str(f"gen {trainer.generation} return {metrics['train/episode_return']:.2f} "
+                                    f"best-eval {best['score']:.2f} {metrics['perf/steps_per_s']:,.0f} steps/s")
     finally:
         if bar is not None:
             bar.close()

@@ -35,7 +35,7 @@ def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: in
         beta = [p["beta"][coefficient_offset(s) + l] for l in range(s + 1)]
         v_s = kappa[s] * sigma(ws[s - 1] @ v[s - 1])
         w_s = beta[s] * (alpha * torch.outer(v[s - 1], u(v[s - 1])))
-        for l in range(s):  # noqa: E741
+        for l in range(s):
             v_s = v_s + kappa[l] * v[l]
             w_s = w_s + beta[l] * ws[l]
         v.append(v_s)

@@ -156,7 +156,7 @@ class MetODS:
             for k, coef in enumerate(d[s - 1]):
                 read = read + col(coef) * self._alpha_outer_times(alpha, vs[k], us[k], v_prev)
             v_new = col(kappa[:, off + s]) * self.sigma(read)
-            for l in range(s):  # noqa: E741 - l is the paper's index
+            for l in range(s):
                 v_new = v_new + col(kappa[:, off + l]) * vs[l]
             b = [beta[:, off + l] for l in range(s + 1)]
             c.append(sum(b[l] * c[l] for l in range(s)))
@@ -184,7 +184,8 @@ class MetODS:
 
     def heads(self, params: dict[str, Tensor], v: Tensor) -> tuple[Tensor, Tensor]:
         """g: policy output (logits or Gaussian mean, ``[P, E, A]``) and value ``[P, E]``."""
-        return _linear(v, params["policy_w"], params["policy_b"]), _linear(v, params["value_w"], params["value_b"])[..., 0]
+        value = _linear(v, params["value_w"], params["value_b"])[..., 0]
+        return _linear(v, params["policy_w"], params["policy_b"]), value
 
     def step(self, params: dict[str, Tensor], state: dict[str, Tensor], obs: Tensor, prev_action: Tensor,
              prev_reward: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -42,7 +42,8 @@ class Task:
         """Start ``num_envs`` fresh episodes. Returns (state, obs ``float32 [B, obs_dim]``)."""
         raise NotImplementedError
 
-    def step(self, state: TaskState, action: Tensor, generator: torch.Generator) -> tuple[TaskState, Tensor, Tensor, Tensor]:
+    def step(self, state: TaskState, action: Tensor,
+             generator: torch.Generator) -> tuple[TaskState, Tensor, Tensor, Tensor]:
         """Advance every episode by one step.
 
         ``action`` is ``int64 [B]`` for discrete tasks. Returns (state, obs ``float32 [B, obs_dim]``,

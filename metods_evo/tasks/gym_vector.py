@@ -66,7 +66,7 @@ class TaskVectorEnv(_vector_env_base()):
             # Next-step autoreset: sub-environments that ended last step start a fresh episode now.
             mask = torch.as_tensor(self._needs_reset, device=self.task.device)
             fresh_state, fresh_obs = self.task.reset(self.num_envs, self._generator)
-            state = {k: torch.where(mask.view(-1, *[1] * (v.dim() - 1)), fresh_state[k], v) if not k.startswith("_") else v
+            state = {k: v if k.startswith("_") else torch.where(mask.view(-1, *[1] * (v.dim() - 1)), fresh_state[k], v)
                      for k, v in state.items()}
             obs = torch.where(mask[:, None], fresh_obs, obs)
             reward[mask], done[mask] = 0.0, False

@@ -1,0 +1,165 @@
+"""The command line end to end: tasks, train, evaluate, load_agent, resume after SIGKILL, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import metods_evo
+from metods_evo.cli import main
+
+TINY = ["--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6", "--set", "model.depth=2",
+        "--set", "eval_episodes=8", "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--no-progress"]
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False, standalone_mode=True)
+    return result
+
+
+def cli_process(*args, **kwargs):
+    """The real console entry point in a subprocess (exit codes and stderr exactly as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "metods_evo.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+def test_tasks_lists_registry():
+    result = cli_process("tasks")
+    assert result.returncode == 0
+    assert "harlow" in result.stdout and "maze" in result.stdout and " 20 " in result.stdout
+
+
+@pytest.mark.parametrize("task", ["harlow", "maze"])
+def test_train_evaluate_and_load_agent(tmp_path, task):
+    out = tmp_path / "run"
+    result = cli_process("train", "--task", task, "--generations", "3", "--out", str(out), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "return" in result.stdout and f"run directory: {out}" in result.stderr
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "eval.json", "curves.png"):
+        assert (out / name).is_file(), name
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("generation,env_steps,wall_s")
+    report = json.loads((out / "eval.json").read_text())
+    assert report["episodes"] == 20 and "return" in report["metrics"]
+
+    evaluated = cli_process("evaluate", str(out), "--episodes", "30", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["episodes"] == 30
+
+    agent = metods_evo.load_agent(out)
+    state = agent.initial_state(5)
+    obs = torch.zeros(5, agent.obs_dim)
+    action, state = agent.act(obs, torch.full((5,), -1), torch.zeros(5), state)
+    assert action.dtype == torch.int64 and action.shape == (5,) and ((0 <= action) & (action < agent.num_actions)).all()
+
+
+def test_evaluate_maze_on_a_larger_size(tmp_path):
+    out = tmp_path / "maze"
+    assert cli_process("train", "--task", "maze", "--generations", "1", "--out", str(out), *TINY).returncode == 0
+    result = cli_process("evaluate", str(out), "--set", "task.size=10", "--episodes", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["task_options"]["size"] == 10 and "steps_to_first_reward" in report["metrics"]
+
+
+def test_agent_api_reproduces_rollout_returns(tmp_path):
+    """Stepping a task by hand through Agent.act gives the same returns as the batched evaluation."""
+    out = tmp_path / "run"
+    assert cli_process("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
+    agent = metods_evo.load_agent(out)
+    task = metods_evo.make_task("harlow")
+    g = torch.Generator().manual_seed(5)
+    state_env, obs = task.reset(32, g)
+    state = agent.initial_state(32)
+    prev_action, prev_reward = torch.full((32,), -1), torch.zeros(32)
+    total, alive = torch.zeros(32), torch.ones(32, dtype=torch.bool)
+    for _ in range(task.max_steps):
+        action, state = agent.act(obs, prev_action, prev_reward, state)
+        state_env, obs, reward, done = task.step(state_env, action, g)
+        total += reward * alive
+        alive &= ~done
+        prev_action, prev_reward = action, reward
+    from metods_evo.rollout import rollout
+
+    result = rollout(agent.model, agent.params, task, 32, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(result.returns[0], total)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    args = ["train", "--generations", "8", *TINY, "--set", "checkpoint_every=1"]
+    full = cli_process(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "metods_evo.cli", *args, "--out", str(killed_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once a few generations are checkpointed, mid-run
+        metrics = killed_dir / "metrics.csv"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len((killed_dir / "metrics.csv").read_text().splitlines()) < 9, "the run finished before the kill"
+
+    resumed = cli_process("train", "--resume", str(killed_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "full" / "agent.pt", weights_only=False)
+    b = torch.load(killed_dir / "agent.pt", weights_only=False)
+    assert torch.equal(a["theta"], b["theta"]) and a["generation"] == b["generation"]
+    ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    cb = torch.load(killed_dir / "checkpoint.pt", weights_only=False)
+    assert ca["trainer"]["generation"] == cb["trainer"]["generation"] == 8
+    assert ca["trainer"]["env_steps"] == cb["trainer"]["env_steps"]
+    strip = lambda text: [line.split(",")[:2] + line.split(",")[3:-3] for line in text.splitlines()]  # noqa: E731
+    assert strip((tmp_path / "full" / "metrics.csv").read_text()) == strip((killed_dir / "metrics.csv").read_text())
+    assert json.loads((tmp_path / "full" / "eval.json").read_text())["metrics"] == \
+        json.loads((killed_dir / "eval.json").read_text())["metrics"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--task", "nope"], "unknown task"),
+    (["train", "--optimizer", "nope"], "unknown optimizer"),
+    (["train", "--algorithm", "nope"], "es.algorithm"),
+    (["train", "--popsize", "abc"], "popsize"),
+    (["train", "--popsize", "-4"], "popsize"),
+    (["train", "--popsize", "7"], "even"),
+    (["train", "--set", "model.nn=3"], "unknown key"),
+    (["train", "--set", "task.size=3", "--task", "harlow"], "unknown key"),
+    (["train", "--set", "model.n=x"], "expected int"),
+    (["train", "--set", "oops"], "key=value"),
+    (["train", "--device", "tpu"], "device"),
+    (["evaluate", "/definitely/not/here"], "no run directory"),
+    (["train", "--resume", "/definitely/not/here"], "no run directory"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = cli_process(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+
+
+def test_existing_out_and_corrupt_runs_are_refused_without_damage(tmp_path):
+    out = tmp_path / "run"
+    assert cli_process("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = cli_process("train", "--generations", "2", "--out", str(out), *TINY)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    (out / "agent.pt").write_bytes(b"garbage")
+    bad = cli_process("evaluate", str(out))
+    assert bad.returncode == 2 and "corrupt" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    (out / "config.json").write_text("{not json")
+    bad = cli_process("evaluate", str(out))
+    assert bad.returncode == 2 and "corrupt" in bad.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = cli_process("train", "--resume", str(empty))
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr
