@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from metods_evo.config import RunConfig
-from metods_evo.optimizers.es import build_model
+from metods_evo.models import build_model
 from metods_evo.rollout import select_actions
 from metods_evo.runs import RunDir
 from metods_evo.tasks import make_task

@@ -126,8 +126,8 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
     """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
+    from metods_evo.config import generation_seed
     from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, to_json
-    from metods_evo.optimizers.es import generation_seed
     from metods_evo.runs import RunDir
 
     run = RunDir.open(run_dir)

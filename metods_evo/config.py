@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def generation_seed(seed: int, generation: int, stream: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, generation, stream): episode sampling needs no state to resume."""
+    return (seed * 1_000_003 + generation * 7919 + stream * 104_729) % (2**63 - 1)
+
+
 class ConfigError(ValueError):
     """A user-facing configuration error: the CLI prints it on one line and exits with code 2."""
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import RunConfig
-from metods_evo.optimizers.es import build_model, generation_seed
+from metods_evo.config import RunConfig, generation_seed
+from metods_evo.models import build_model
 from metods_evo.rollout import rollout
 from metods_evo.tasks import make_task
 

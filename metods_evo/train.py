@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import RunConfig, validate
+from metods_evo.config import RunConfig, generation_seed, validate
 from metods_evo.evaluate import EVAL_STREAM, evaluate_theta, final_seed
-from metods_evo.optimizers.es import generation_seed
 from metods_evo.runs import CURVES, EVAL, RunDir, RunError
 
 OPTIMIZERS: dict[str, str] = {}

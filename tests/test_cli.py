@@ -18,9 +18,17 @@ TINY = ["--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6", "--set
         "--set", "eval_episodes=8", "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--no-progress"]
 
 
-def run_cli(*args):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False, standalone_mode=True)
-    return result
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli(*args):
+    """The CLI in-process through Click's test runner (fast: no interpreter start-up per call)."""
+    result = CliRunner().invoke(main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Result(result.exit_code, result.stdout, result.stderr)
 
 
 def cli_process(*args, **kwargs):
@@ -29,7 +37,7 @@ def cli_process(*args, **kwargs):
 
 
 def test_tasks_lists_registry():
-    result = cli_process("tasks")
+    result = cli("tasks")
     assert result.returncode == 0
     assert "harlow" in result.stdout and "maze" in result.stdout and " 20 " in result.stdout
 
@@ -37,7 +45,7 @@ def test_tasks_lists_registry():
 @pytest.mark.parametrize("task", ["harlow", "maze"])
 def test_train_evaluate_and_load_agent(tmp_path, task):
     out = tmp_path / "run"
-    result = cli_process("train", "--task", task, "--generations", "3", "--out", str(out), *TINY)
+    result = cli("train", "--task", task, "--generations", "3", "--out", str(out), *TINY)
     assert result.returncode == 0, result.stderr
     assert "return" in result.stdout and f"run directory: {out}" in result.stderr
     for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "eval.json", "curves.png"):
@@ -47,7 +55,7 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
     report = json.loads((out / "eval.json").read_text())
     assert report["episodes"] == 20 and "return" in report["metrics"]
 
-    evaluated = cli_process("evaluate", str(out), "--episodes", "30", "--json")
+    evaluated = cli("evaluate", str(out), "--episodes", "30", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["episodes"] == 30
 
@@ -60,8 +68,8 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
 
 def test_evaluate_maze_on_a_larger_size(tmp_path):
     out = tmp_path / "maze"
-    assert cli_process("train", "--task", "maze", "--generations", "1", "--out", str(out), *TINY).returncode == 0
-    result = cli_process("evaluate", str(out), "--set", "task.size=10", "--episodes", "20", "--json")
+    assert cli("train", "--task", "maze", "--generations", "1", "--out", str(out), *TINY).returncode == 0
+    result = cli("evaluate", str(out), "--set", "task.size=10", "--episodes", "20", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["task_options"]["size"] == 10 and "steps_to_first_reward" in report["metrics"]
@@ -70,7 +78,7 @@ def test_evaluate_maze_on_a_larger_size(tmp_path):
 def test_agent_api_reproduces_rollout_returns(tmp_path):
     """Stepping a task by hand through Agent.act gives the same returns as the batched evaluation."""
     out = tmp_path / "run"
-    assert cli_process("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
+    assert cli("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
     agent = metods_evo.load_agent(out)
     task = metods_evo.make_task("harlow")
     g = torch.Generator().manual_seed(5)
@@ -92,7 +100,7 @@ def test_agent_api_reproduces_rollout_returns(tmp_path):
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     args = ["train", "--generations", "8", *TINY, "--set", "checkpoint_every=1"]
-    full = cli_process(*args, "--out", str(tmp_path / "full"))
+    full = cli(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
 
     killed_dir = tmp_path / "killed"
@@ -108,7 +116,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     proc.wait()
     assert len((killed_dir / "metrics.csv").read_text().splitlines()) < 9, "the run finished before the kill"
 
-    resumed = cli_process("train", "--resume", str(killed_dir))
+    resumed = cli("train", "--resume", str(killed_dir))
     assert resumed.returncode == 0, resumed.stderr
     a = torch.load(tmp_path / "full" / "agent.pt", weights_only=False)
     b = torch.load(killed_dir / "agent.pt", weights_only=False)
@@ -121,6 +129,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert strip((tmp_path / "full" / "metrics.csv").read_text()) == strip((killed_dir / "metrics.csv").read_text())
     assert json.loads((tmp_path / "full" / "eval.json").read_text())["metrics"] == \
         json.loads((killed_dir / "eval.json").read_text())["metrics"]
+
+
+def test_console_entry_point_exit_code_and_single_line():
+    result = cli_process("train", "--set", "model.n=x")
+    assert result.returncode == 2 and result.stderr.strip() == "error: --set model.n=x: expected int"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -139,7 +152,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     (["train", "--resume", "/definitely/not/here"], "no run directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
-    result = cli_process(*args)
+    result = cli(*args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
@@ -147,19 +160,19 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 def test_existing_out_and_corrupt_runs_are_refused_without_damage(tmp_path):
     out = tmp_path / "run"
-    assert cli_process("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
+    assert cli("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    again = cli_process("train", "--generations", "2", "--out", str(out), *TINY)
+    again = cli("train", "--generations", "2", "--out", str(out), *TINY)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
     (out / "agent.pt").write_bytes(b"garbage")
-    bad = cli_process("evaluate", str(out))
+    bad = cli("evaluate", str(out))
     assert bad.returncode == 2 and "corrupt" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     (out / "config.json").write_text("{not json")
-    bad = cli_process("evaluate", str(out))
+    bad = cli("evaluate", str(out))
     assert bad.returncode == 2 and "corrupt" in bad.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    bad = cli_process("train", "--resume", str(empty))
+    bad = cli("train", "--resume", str(empty))
     assert bad.returncode == 2 and "not a run directory" in bad.stderr

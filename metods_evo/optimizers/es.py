@@ -17,21 +17,12 @@ from typing import Any
 import torch
 from evotorch import Problem, SolutionBatch
 
-from metods_evo.config import RunConfig
-from metods_evo.models.metods import MetODS
+from metods_evo.config import RunConfig, generation_seed
+from metods_evo.models import build_model
 from metods_evo.rollout import rollout
 from metods_evo.tasks import make_task
 
 logging.getLogger("evotorch").setLevel(logging.WARNING)  # its INFO lines would drown the progress bar
-
-
-def generation_seed(seed: int, generation: int, stream: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, generation, stream); no state to carry or resume."""
-    return (seed * 1_000_003 + generation * 7919 + stream * 104_729) % (2**63 - 1)
-
-
-def build_model(cfg: RunConfig, task) -> MetODS:
-    return MetODS(cfg.model, task.obs_dim, task.num_actions, task.action_dim)
 
 
 def score(result, metric: str) -> torch.Tensor:
