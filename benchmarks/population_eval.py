@@ -24,7 +24,7 @@ rollout (same seed, and tasks use common random numbers, so they should agree).
 
 Run::
 
-    python benchmarks/population_eval.py                 # defaults: P=256, E=16, 2 threads, 3 repeats
+    python benchmarks/population_eval.py                 # defaults: P=256, E=16, 1 thread (as training), 3 repeats
     python benchmarks/population_eval.py --json          # also print a machine-readable dict
     python benchmarks/population_eval.py --popsize 64 --loop-individuals 4 --repeats 5
 """
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--popsize", type=int, default=256, help="population size P of the batched rollout")
     p.add_argument("--episodes", type=int, default=16, help="episodes E per individual")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (training defaults to 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions of each variant (interleaved)")
     p.add_argument("--loop-individuals", type=int, default=16,
                    help="individuals run by the per-individual variants (rate is scaled by env steps)")

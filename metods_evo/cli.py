@@ -23,8 +23,9 @@ class OneLineErrors(click.Group):
             return super().main(*args, **kwargs)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
-        except click.Abort:
-            click.echo("aborted", err=True)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("interrupted: the last checkpoint is kept; continue with `metods-evo train --resume RUN`",
+                       err=True)
             sys.exit(130)
         except click.ClickException as err:
             click.echo(f"error: {err.format_message()}", err=True)

@@ -6,6 +6,18 @@ import math
 from pathlib import Path
 
 
+def _smooth(values: list[float]) -> list[float]:
+    """Trailing moving average over ~2% of the run, so long noisy ES curves stay readable."""
+    window = max(1, len(values) // 50)
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_curves(rows: list[dict[str, float]], path: Path, *, title: str, eval_key: str) -> None:
     """Fitness / return against generation and against env steps, with the periodic evaluations."""
     import matplotlib
@@ -21,7 +33,9 @@ def plot_curves(rows: list[dict[str, float]], path: Path, *, title: str, eval_ke
         for key, label in (("es/fitness_mean", "population mean"), ("es/fitness_best", "population best"),
                            ("train/episode_return", "training return")):
             if key in rows[0] and not (key == "train/episode_return" and "es/fitness_mean" in rows[0]):
-                ax.plot(x, [r[key] for r in rows], label=label, lw=1, alpha=0.8)
+                line, = ax.plot(x, _smooth([r[key] for r in rows]), label=label, lw=1.2)
+                if len(rows) > 50:  # long runs: raw per-generation values faintly behind the moving average
+                    ax.plot(x, [r[key] for r in rows], lw=0.5, alpha=0.25, color=line.get_color())
         evals = [(xv, r[eval_key]) for xv, r in zip(x, rows) if eval_key in r and not math.isnan(r[eval_key])]
         if evals:
             ax.plot(*zip(*evals), "o-", ms=3, label=f"{eval_key} (center)", color="black")
@@ -29,6 +43,8 @@ def plot_curves(rows: list[dict[str, float]], path: Path, *, title: str, eval_ke
         ax.set_ylabel("episode return")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
+    axes[1].set_xscale("linear")
+    axes[1].ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)

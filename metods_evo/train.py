@@ -59,11 +59,13 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
     bar = _progress_bar(cfg, trainer, progress)
     start = time.perf_counter()
     try:
-        while not _finished(cfg, trainer):
+        while not _finished(cfg, trainer, wall_before + time.perf_counter() - start):
             steps_before = trainer.env_steps
             row: dict[str, Any] = {"generation": trainer.generation + 1}
             metrics = trainer.step()
-            evaluated = trainer.generation % cfg.eval_every == 0 or _finished(cfg, trainer)
+            wall = wall_before + time.perf_counter() - start
+            last = _finished(cfg, trainer, wall)
+            evaluated = trainer.generation % cfg.eval_every == 0 or last
             eval_score = math.nan
             if evaluated:
                 theta = trainer.center()
@@ -77,7 +79,7 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             run.append_metrics(row)
             if on_generation is not None:
                 on_generation(row)
-            if trainer.generation % cfg.checkpoint_every == 0 or _finished(cfg, trainer):
+            if trainer.generation % cfg.checkpoint_every == 0 or last:
                 run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
                                      "torch_rng": torch.get_rng_state()})
             if bar is not None:
@@ -114,7 +116,9 @@ def _main_metric(cfg: RunConfig) -> str:
     return TASKS[cfg.task].load_class().main_metric
 
 
-def _finished(cfg: RunConfig, trainer) -> bool:
+def _finished(cfg: RunConfig, trainer, wall_s: float = 0.0) -> bool:
+    if cfg.max_minutes > 0 and wall_s >= 60 * cfg.max_minutes:
+        return True
     if cfg.budget_steps > 0:
         return trainer.env_steps >= cfg.budget_steps
     return trainer.generation >= cfg.generations

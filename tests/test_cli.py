@@ -131,6 +131,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         json.loads((killed_dir / "eval.json").read_text())["metrics"]
 
 
+def test_time_budget_stops_the_run(tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", "--generations", "1000", "--out", str(out), *TINY, "--set", "max_minutes=0.0001")
+    assert result.returncode == 0, result.stderr
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2  # header + the one generation that ran
+
+
 def test_console_entry_point_exit_code_and_single_line():
     result = cli_process("train", "--set", "model.n=x")
     assert result.returncode == 2 and result.stderr.strip() == "error: --set model.n=x: expected int"

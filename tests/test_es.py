@@ -61,3 +61,14 @@ def test_es_learns_maze_exploration():
         trainer.step()
     after = evaluate_theta(cfg, trainer.center(), 64, seed=99)["metrics"]["return"]["mean"]
     assert after >= 2 * before and after >= before + 4, (before, after)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_generation_matches_cpu():
+    """The same generation scored on the GPU and on the CPU gives the same fitnesses (greedy actions)."""
+    results = {}
+    for device in ("cpu", "cuda"):
+        trainer = ESTrainer(tiny_config(device=device))
+        trainer.step()
+        results[device] = trainer.searcher.population.evals[:, 0].cpu()
+    torch.testing.assert_close(results["cpu"], results["cuda"], rtol=1e-4, atol=1e-4)

@@ -17,6 +17,8 @@ def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: in
     if prev_action >= 0:
         onehot[prev_action] = 1.0
     x = torch.cat([obs, onehot, torch.tensor([prev_reward], dtype=torch.float64)])
+    if cfg.action_reward_inputs:
+        x = torch.cat([x, onehot * prev_reward])
     if "f_hidden_w" in p:
         x = sigma(p["f_hidden_w"] @ x + p["f_hidden_b"])
     v = [sigma(p["f_w"] @ x + p["f_b"])]
@@ -55,7 +57,8 @@ def random_theta(model: MetODS, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"S{v['depth']}-{v['alpha']}-{v['write']}")
 def test_batched_step_matches_reference(variant):
-    cfg = ModelConfig(n=6, plastic_bound=1.5, embed_hidden=3 if variant["depth"] == 2 else 0, **variant)
+    cfg = ModelConfig(n=6, plastic_bound=1.5, embed_hidden=3 if variant["depth"] == 2 else 0,
+                      action_reward_inputs=variant["depth"] == 3, **variant)
     model = MetODS(cfg, obs_dim=5, num_actions=3)
     pop, agents, steps = 3, 4, 4
     g = torch.Generator().manual_seed(1)

@@ -43,7 +43,7 @@ class MetODS:
         self.cfg, self.obs_dim, self.num_actions, self.action_dim = cfg, obs_dim, num_actions, action_dim
         self.sigma = ACTIVATIONS[cfg.activation]
         n, s, h = cfg.n, cfg.depth, cfg.embed_hidden
-        self.input_dim = obs_dim + max(num_actions, action_dim) + 1
+        self.input_dim = obs_dim + (max(num_actions, action_dim) * (2 if cfg.action_reward_inputs else 1)) + 1
         self.num_coefficients = s * (s + 3) // 2
         shapes: dict[str, tuple[int, ...]] = {}
         if h:
@@ -114,7 +114,9 @@ class MetODS:
             action_in = onehot * (prev_action >= 0).unsqueeze(-1).to(obs.dtype)
         else:
             action_in = prev_action.to(obs.dtype)
-        x = torch.cat([obs, action_in, prev_reward.unsqueeze(-1).to(obs.dtype)], dim=-1)
+        reward = prev_reward.unsqueeze(-1).to(obs.dtype)
+        parts = [obs, action_in, reward] + ([action_in * reward] if self.cfg.action_reward_inputs else [])
+        x = torch.cat(parts, dim=-1)
         if "f_hidden_w" in params:
             x = self.sigma(_linear(x, params["f_hidden_w"], params["f_hidden_b"]))
         return self.sigma(_linear(x, params["f_w"], params["f_b"]))

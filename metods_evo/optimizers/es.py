@@ -49,6 +49,19 @@ class MetODSProblem(Problem):
                          dtype=torch.float32, device=cfg.device, seed=cfg.seed, num_actors=actors,
                          actor_config={"num_cpus": cfg.es.threads_per_actor} if actors else None)
 
+    def seed(self, value: int) -> None:
+        """evotorch 0.6's Ray actors call ``problem.seed(...)``, which ``Problem`` names ``manual_seed``."""
+        self.manual_seed(value)
+
+    def _parallelize(self) -> None:
+        # evotorch draws the actors' seeds from the problem's generator, which would make the population
+        # samples (and so the whole run) depend on whether and when actors were started. Restoring the
+        # generator keeps a run with Ray actors identical to the same run in one process.
+        state = self._generator.get_state() if self._generator is not None else None
+        super()._parallelize()
+        if state is not None:
+            self._generator.set_state(state)
+
     # Ray actors get the generation index before each evaluation and report their step counts after it.
     def _make_sync_data_for_actors(self) -> Any:
         return self.round
@@ -77,15 +90,19 @@ class MetODSProblem(Problem):
         batch.set_evals(score(result, self.task.main_metric).to(batch.values.device))
 
 
+PGPE_CENTER_LR, PGPE_STDEV_LR = 0.2, 0.1  # ClipUp step size (max speed twice that) and sigma learning rate
+
+
 def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
     from evotorch.algorithms import CEM, CMAES, PGPE, SNES
 
     es = cfg.es
     if es.algorithm == "pgpe":
+        center_lr = es.center_lr or PGPE_CENTER_LR
         return PGPE(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
-                    center_learning_rate=es.center_lr, stdev_learning_rate=es.stdev_lr,
+                    center_learning_rate=center_lr, stdev_learning_rate=es.stdev_lr or PGPE_STDEV_LR,
                     stdev_max_change=es.stdev_max_change, optimizer="clipup",
-                    optimizer_config={"max_speed": es.max_speed or 2 * es.center_lr}, ranking_method="centered")
+                    optimizer_config={"max_speed": es.max_speed or 2 * center_lr}, ranking_method="centered")
     if es.algorithm == "snes":
         kwargs = {k: v for k, v in (("center_learning_rate", es.center_lr), ("stdev_learning_rate", es.stdev_lr)) if v}
         return SNES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init, **kwargs)
