@@ -76,7 +76,8 @@ def tasks() -> None:
 @click.option("--out", default=None, help="New run directory. [default: runs/<task>__<opt>__s<seed>__<time>]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config field: model.n=32, es.sigma_init=0.05, task.size=10, eval_every=5 ...")
-@click.option("--resume", default=None, metavar="RUN", help="Continue a killed or finished run from its checkpoint.")
+@click.option("--resume", default=None, metavar="RUN",
+              help="Continue a killed run from its checkpoint (with --generations/--budget-steps: extend it).")
 @click.option("--progress/--no-progress", default=True, help="Live progress bar.")
 def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, device, num_actors, out, sets, resume,
           progress) -> None:
@@ -87,11 +88,18 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
     from metods_evo.train import train as run_training
 
     if resume is not None:
-        given = [task, optimizer, algorithm, popsize, generations, budget_steps, seed, device, num_actors, out]
+        given = [task, optimizer, algorithm, popsize, seed, device, num_actors, out]
         if any(v is not None for v in given) or sets:
-            raise ConfigError("--resume continues a run with its saved config; give no other options")
+            raise ConfigError("--resume continues a run with its saved config; only --generations / "
+                              "--budget-steps may be given, to extend it")
         run = RunDir.open(resume)
         cfg = run.config()
+        if generations is not None or budget_steps is not None:
+            # Extending a run: the same run continued, as if it had been started with the larger budget.
+            extended = {"generations": generations, "budget_steps": budget_steps}
+            apply_overrides(cfg, {k: str(v) for k, v in extended.items() if v is not None}, {})
+            validate(cfg)
+            run.save_config(cfg)
     else:
         cfg = RunConfig(task=task or "harlow")
         if cfg.task not in TASKS:

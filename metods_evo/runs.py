@@ -91,6 +91,9 @@ class RunDir:
         run.config()  # fail early on a corrupt config
         return run
 
+    def save_config(self, cfg: RunConfig) -> None:
+        atomic_write_bytes(self.file(CONFIG), cfg.to_json().encode())
+
     def config(self) -> RunConfig:
         try:
             return RunConfig.from_dict(json.loads(self.file(CONFIG).read_text()))

@@ -131,6 +131,19 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         json.loads((killed_dir / "eval.json").read_text())["metrics"]
 
 
+def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
+    assert cli("train", "--generations", "4", "--out", str(tmp_path / "long"), *TINY).returncode == 0
+    assert cli("train", "--generations", "2", "--out", str(tmp_path / "short"), *TINY).returncode == 0
+    extended = cli("train", "--resume", str(tmp_path / "short"), "--generations", "4")
+    assert extended.returncode == 0, extended.stderr
+    a = torch.load(tmp_path / "long" / "checkpoint.pt", weights_only=False)["trainer"]
+    b = torch.load(tmp_path / "short" / "checkpoint.pt", weights_only=False)["trainer"]
+    assert a["generation"] == b["generation"] == 4 and a["env_steps"] == b["env_steps"]
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["generations"] == 4
+    refused = cli("train", "--resume", str(tmp_path / "short"), "--popsize", "4")
+    assert refused.returncode == 2 and "only --generations" in refused.stderr
+
+
 def test_time_budget_stops_the_run(tmp_path):
     out = tmp_path / "run"
     result = cli("train", "--generations", "1000", "--out", str(out), *TINY, "--set", "max_minutes=0.0001")
