@@ -1,0 +1,24 @@
+"""The committed reference agents still load and still perform: guards the model code and file formats."""
+
+from pathlib import Path
+
+import pytest
+
+import metods_evo
+from metods_evo.evaluate import evaluate_theta
+from metods_evo.runs import RunDir
+
+RUNS = Path(__file__).resolve().parent.parent / "runs"
+
+
+@pytest.mark.parametrize("name, metric, floor", [
+    ("harlow-es-reference", "return", 3.4),      # 3.71 on 1000 episodes when committed; random play is 0
+    ("maze-es-reference", "return", 55.0),       # 73.0 on 1000 episodes when committed; random walk 8.5
+    ("harlow-es-pgpe-20min", "trials", 2.0),     # the PGPE plateau: stops choosing after a loss (2.97 trials)
+])
+def test_reference_agent_performance(name, metric, floor):
+    run = RunDir.open(RUNS / name)
+    report = evaluate_theta(run.config(), run.load_agent_state()["theta"], 200, seed=12345)
+    assert report["metrics"][metric]["mean"] >= floor, report["metrics"]
+    agent = metods_evo.load_agent(RUNS / name)  # the public API reads the same files
+    assert agent.model.num_params == run.load_agent_state()["theta"].numel()
