@@ -18,6 +18,12 @@ TINY = ["--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6", "--set
         "--set", "eval_episodes=8", "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Default run directories (runs/...) land in a temporary folder, never in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 class Result:
     def __init__(self, returncode, stdout, stderr):
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
@@ -162,7 +168,7 @@ def test_console_entry_point_exit_code_and_single_line():
     (["train", "--algorithm", "nope"], "es.algorithm"),
     (["train", "--popsize", "abc"], "popsize"),
     (["train", "--popsize", "-4"], "popsize"),
-    (["train", "--popsize", "7"], "even"),
+    (["train", "--algorithm", "pgpe", "--popsize", "7"], "even"),
     (["train", "--set", "model.nn=3"], "unknown key"),
     (["train", "--set", "task.size=3", "--task", "harlow"], "unknown key"),
     (["train", "--set", "model.n=x"], "expected int"),
