@@ -66,7 +66,8 @@ def tasks() -> None:
 @main.command()
 @click.option("--task", default=None, help="Registered task id (see `metods-evo tasks`). [default: harlow]")
 @click.option("--optimizer", default=None, help="Meta-optimizer. [default: es]")
-@click.option("--algorithm", default=None, help="ES algorithm: pgpe | snes | cem | cmaes. [default: pgpe]")
+@click.option("--algorithm", default=None,
+              help="ES algorithm: pgpe | snes | cem | cmaes. [default: pgpe; the harlow preset uses snes]")
 @click.option("--popsize", type=int, default=None, help="Population size.")
 @click.option("--generations", type=int, default=None, help="Number of generations.")
 @click.option("--budget-steps", type=int, default=None, help="Stop after this many environment steps instead.")
@@ -95,9 +96,10 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
         run = RunDir.open(resume)
         cfg = run.config()
         if generations is not None or budget_steps is not None:
-            # Extending a run: the same run continued, as if it had been started with the larger budget.
-            extended = {"generations": generations, "budget_steps": budget_steps}
-            apply_overrides(cfg, {k: str(v) for k, v in extended.items() if v is not None}, {})
+            # Extending a run: the same search continued under the new limit, which replaces the old ones.
+            cfg.generations = generations if generations is not None else cfg.generations
+            cfg.budget_steps = budget_steps if budget_steps is not None else 0
+            cfg.max_minutes = 0.0
             validate(cfg)
             run.save_config(cfg)
     else:
@@ -113,11 +115,6 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
         if cfg.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
         validate(cfg)
-        if cfg.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ConfigError(f"device {cfg.device!r} requested but torch sees no CUDA device")
         run = RunDir.create(cfg, out)
     click.echo(f"run directory: {run.path}", err=True)
     report = run_training(cfg, run, resume=resume is not None, progress=progress)
@@ -135,16 +132,20 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
     """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
-    from metods_evo.config import generation_seed
+    import torch
+
+    from metods_evo.config import generation_seed, validate_task
     from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, to_json
+    from metods_evo.models import build_model
     from metods_evo.runs import RunDir
 
     run = RunDir.open(run_dir)
     cfg = run.config()
     theta = run.load_agent_state()["theta"]
-    import torch
-
     torch.set_num_threads(cfg.threads)
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        cfg.device = "cpu"  # a GPU-trained run is evaluated on the CPU where there is no GPU
+    trained_on = cfg.task
     if task is not None and task != cfg.task:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
@@ -156,6 +157,9 @@ def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
             raise ConfigError(f"evaluate only takes task options (--set task.KEY=VALUE), got {key!r}")
         apply_overrides(cfg, {key: value}, task_options)
         options[key[5:]] = cfg.task_options[key[5:]]
+    if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
+        raise ConfigError(f"task {cfg.task!r} {options or ''} has other observation / action sizes than "
+                          f"{trained_on!r}, which this agent was trained on")
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
     report = evaluate_theta(cfg, theta, episodes, seed, task_options=options)
     click.echo(to_json(report) if as_json else format_table(report))

@@ -171,9 +171,11 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str], task_options: dic
             continue
         target = {"": cfg, "model": cfg.model, "es": cfg.es}.get(section)
         fields = {f.name for f in dataclasses.fields(target)} if target is not None else set()
-        if target is None or name not in fields or name in ("model", "es", "task_options"):
+        nested = ("model", "es", "task_options", "task")
+        if target is None or name not in fields or name in nested:
+            run_fields = [f.name for f in dataclasses.fields(RunConfig) if f.name not in nested]
             raise ConfigError(f"unknown key --set {key}; valid sections: task., model., es. and run fields "
-                              f"({', '.join(f.name for f in dataclasses.fields(RunConfig))})")
+                              f"({', '.join(run_fields)}); the task itself is chosen with --task")
         setattr(target, name, _coerce(value, getattr(target, name), key))
     return cfg
 
@@ -213,5 +215,38 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"PGPE samples symmetric pairs: es.popsize must be even (got {cfg.es.popsize})")
     if cfg.es.num_actors < 0:
         raise ConfigError("es.num_actors must be >= 0")
-    if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
-        raise ConfigError(f"device must be cpu or cuda[:N] (got {cfg.device!r})")
+    if cfg.model.embed_hidden < 0 or cfg.model.write_hidden < 1:
+        raise ConfigError("model.embed_hidden must be >= 0 and model.write_hidden >= 1")
+    if not 0 < cfg.es.parenthood_ratio <= 1 or cfg.es.stdev_max_change <= 0:
+        raise ConfigError("es.parenthood_ratio must be in (0, 1] and es.stdev_max_change > 0")
+    validate_device(cfg.device)
+    validate_task(cfg.task, cfg.task_options)
+
+
+def validate_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N (got {device!r})") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type != "cuda":
+        raise ConfigError(f"device must be cpu, cuda or cuda:N (got {device!r})")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+
+
+def validate_task(task_id: str, options: dict[str, Any]):
+    """Build the task once on the CPU so that bad options fail here, before any file is written."""
+    from metods_evo.tasks import TASKS, make_task
+
+    if task_id not in TASKS:
+        raise ConfigError(f"unknown task {task_id!r}; choose from {', '.join(sorted(TASKS))}")
+    try:
+        return make_task(task_id, **options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"task {task_id!r}: {err}") from None

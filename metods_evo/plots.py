@@ -46,5 +46,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path, *, title: str, eval_ke
     axes[1].set_xscale("linear")
     axes[1].ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=110)  # then renamed: a kill mid-write never leaves a truncated figure
     plt.close(fig)
+    tmp.replace(path)

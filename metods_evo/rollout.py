@@ -50,11 +50,16 @@ def tile(state: dict[str, Tensor], copies: int) -> dict[str, Tensor]:
     return tiled
 
 
-def select_actions(logits: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
-    """Greedy (argmax) or sampled (Gumbel-max, seeded by ``generator``) categorical actions."""
+def select_actions(logits: Tensor, mode: str, generator: torch.Generator | None, shared_axes: int = 0) -> Tensor:
+    """Greedy (argmax) or sampled (Gumbel-max, seeded by ``generator``) categorical actions.
+
+    The sampling noise is drawn for ``logits.shape[shared_axes:]`` and broadcast over the leading
+    ``shared_axes`` axes: the rollout shares it across the population (common random numbers), so an
+    individual's sampled actions do not depend on the population size or its place in it.
+    """
     if mode == "greedy":
         return logits.argmax(-1)
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    uniform = torch.rand(logits.shape[shared_axes:], generator=generator, device=logits.device, dtype=logits.dtype)
     gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
     return (logits + gumbel).argmax(-1)
 
@@ -84,7 +89,7 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
         out, value, model_state = model.step(params, model_state, obs.view(*batch, -1), prev_action, prev_reward)
         finite &= torch.isfinite(out).all(-1)
         out = torch.nan_to_num(out, nan=0.0, posinf=1e6, neginf=-1e6)
-        action = select_actions(out, action_mode, generator)
+        action = select_actions(out, action_mode, generator, shared_axes=1)
         if record:
             logp_all = torch.log_softmax(out, -1)
             log_probs.append(logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1))

@@ -8,8 +8,9 @@
         eval.json       final evaluation of the best theta
         curves.png      training curves
 
-Every file is written to a temporary name and renamed into place, so a run killed at any
-moment (even SIGKILL) leaves the previous complete version of each file.
+Every file except metrics.csv is written to a temporary name and renamed into place, so a run
+killed at any moment (even SIGKILL) leaves the previous complete version of it. metrics.csv is
+appended a row per generation; resuming cuts it back to the checkpoint's generation.
 """
 
 from __future__ import annotations
@@ -153,17 +154,26 @@ class RunDir:
             return rows
 
     def truncate_metrics(self, generation: int) -> None:
-        """Keep the rows up to ``generation`` (the last checkpoint); later ones are recomputed on resume."""
-        rows = [r for r in self.read_metrics() if r["generation"] <= generation]
+        """Keep the rows up to ``generation`` (the last checkpoint), byte for byte; later ones (and a line cut
+        short by a kill) are dropped and recomputed on resume."""
         path = self.file(METRICS)
+        if not path.exists():
+            return
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
         if not rows:
-            path.unlink(missing_ok=True)
+            path.unlink()
+            return
+        header, kept = rows[0], [rows[0]]
+        for row in rows[1:]:
+            if len(row) != len(header) or int(row[0]) > generation:
+                break
+            kept.append(row)
+        if len(kept) == 1:
+            path.unlink()
             return
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        csv.writer(out, lineterminator="\n").writerows(kept)
         atomic_write_bytes(path, out.getvalue().encode())
 
 

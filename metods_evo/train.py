@@ -59,7 +59,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
     bar = _progress_bar(cfg, trainer, progress)
     start = time.perf_counter()
     try:
-        while not _finished(cfg, trainer, wall_before + time.perf_counter() - start):
+        done = _finished(cfg, trainer, wall_before)
+        while not done:
             steps_before = trainer.env_steps
             row: dict[str, Any] = {"generation": trainer.generation + 1}
             metrics = trainer.step()
@@ -82,6 +83,7 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             if trainer.generation % cfg.checkpoint_every == 0 or last:
                 run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
                                      "torch_rng": torch.get_rng_state()})
+            done = last
             if bar is not None:
                 bar.update(1 if cfg.budget_steps <= 0 else trainer.env_steps - steps_before)
                 bar.set_postfix_str(f"gen {trainer.generation} return {metrics['train/episode_return']:.2f} "

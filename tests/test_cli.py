@@ -150,6 +150,16 @@ def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
     assert refused.returncode == 2 and "only --generations" in refused.stderr
 
 
+def test_extending_a_budgeted_run_and_evaluating_on_an_incompatible_task(tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "--budget-steps", "500", "--out", str(out), *TINY).returncode == 0
+    steps = torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]["generation"]
+    assert cli("train", "--resume", str(out), "--generations", str(steps + 2)).returncode == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]["generation"] == steps + 2
+    bad = cli("evaluate", str(out), "--task", "maze")
+    assert bad.returncode == 2 and "observation / action sizes" in bad.stderr
+
+
 def test_time_budget_stops_the_run(tmp_path):
     out = tmp_path / "run"
     result = cli("train", "--generations", "1000", "--out", str(out), *TINY, "--set", "max_minutes=0.0001")
@@ -175,10 +185,17 @@ def test_console_entry_point_exit_code_and_single_line():
     (["train", "--set", "oops"], "key=value"),
     (["train", "--device", "tpu"], "device"),
     (["evaluate", "/definitely/not/here"], "no run directory"),
+    (["train", "--task", "maze", "--set", "task.size=3"], "size"),
+    (["train", "--set", "task.num_trials=0"], "num_trials"),
+    (["train", "--set", "task=maze"], "--task"),
+    (["train", "--set", "model.embed_hidden=-1"], "embed_hidden"),
+    (["train", "--algorithm", "cem", "--set", "es.parenthood_ratio=0"], "parenthood_ratio"),
+    (["train", "--device", "cuda:x"], "device"),
     (["train", "--resume", "/definitely/not/here"], "no run directory"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, message):
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     result = cli(*args)
+    assert not (tmp_path / "runs").exists(), "a refused command must not leave a run directory behind"
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr

@@ -19,16 +19,17 @@ def population(model, size, seed=0):
 @pytest.mark.parametrize("task_id", sorted(TASKS))
 @pytest.mark.parametrize("mode", ["greedy", "sample"])
 def test_population_rollout_equals_individual_rollouts(task_id, mode):
-    """One batched rollout of P individuals = P rollouts of one individual on the same episodes."""
+    """One batched rollout of P individuals = P rollouts of one individual on the same episodes (common random
+    numbers: the task noise and, in 'sample' mode, the action noise are shared across the population)."""
     task = make_task(task_id)
     model = MetODS(ModelConfig(n=8, depth=2), task.obs_dim, task.num_actions)
     theta = population(model, 4)
     with torch.no_grad():
         batched = rollout(model, model.spec.unflatten(theta), task, 5, torch.Generator().manual_seed(3),
-                          action_mode="greedy")
+                          action_mode=mode)
         for i in range(4):
             single = rollout(model, model.spec.unflatten(theta[i]), task, 5, torch.Generator().manual_seed(3),
-                             action_mode="greedy")
+                             action_mode=mode)
             for name, value in single.metrics.items():
                 torch.testing.assert_close(batched.metrics[name][i], value[0], rtol=1e-5, atol=1e-5)
     if mode == "sample":  # sampled actions are reproducible from the seed

@@ -50,6 +50,8 @@ class TaskVectorEnv(_vector_env_base()):
         self._needs_reset = np.zeros(num_envs, dtype=bool)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if isinstance(seed, (list, tuple)):  # gymnasium allows one seed per sub-env; the batch takes one stream
+            seed = seed[0]
         self._generator.manual_seed(int(seed) if seed is not None else int(np.random.randint(2**31)))
         self._state, obs = self.task.reset(self.num_envs, self._generator)
         self._obs = obs
