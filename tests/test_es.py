@@ -7,8 +7,8 @@ from metods_evo.config import RunConfig, apply_overrides
 from metods_evo.optimizers.es import ESTrainer
 
 
-def tiny_config(**overrides) -> RunConfig:
-    cfg = RunConfig()
+def tiny_config(task: str = "harlow", **overrides) -> RunConfig:
+    cfg = RunConfig(task=task)
     base = {"model.n": "8", "model.depth": "2", "es.popsize": "16", "es.episodes": "4"}
     apply_overrides(cfg, base | {k: str(v) for k, v in overrides.items()}, {})
     return cfg
