@@ -106,7 +106,8 @@ def finish(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     try:
         from metods_evo.plots import plot_curves
 
-        plot_curves(rows, run.file(CURVES), title=f"{cfg.task} — {cfg.optimizer} ({cfg.es.algorithm})", eval_key=f"eval/{_main_metric(cfg)}")
+        title = f"{cfg.task} — {cfg.optimizer} ({cfg.es.algorithm})"
+        plot_curves(rows, run.file(CURVES), title=title, eval_key=f"eval/{_main_metric(cfg)}")
     except ImportError:  # matplotlib is a dependency, but a broken install must not lose a finished run
         pass
     return report
