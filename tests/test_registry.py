@@ -34,8 +34,10 @@ def test_gymnasium_make_vec(task_id):
     total_done = 0
     for _ in range(2 * make_task(task_id).max_steps + 2):
         obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-        assert obs.shape[0] == 4 and np.isfinite(reward).all()
-        total_done += terminated.sum()
+        assert obs.shape[0] == 4 and np.isfinite(reward).all() and not (terminated & truncated).any()
+        if task_id == "maze":  # no terminal state: the 100-step horizon is a truncation
+            assert not terminated.any()
+        total_done += (terminated | truncated).sum()
     assert total_done >= 4  # episodes end and auto-reset
     obs2, _ = env.reset(seed=3)
     np.testing.assert_array_equal(env.reset(seed=3)[0], obs2)
@@ -49,3 +51,11 @@ def test_registry_errors():
     with pytest.raises(ValueError, match="already registered"):
         register("maze", "metods_evo.tasks.maze:MazeTask")
     assert make_task("maze", size=10).obs_dim == 9
+
+
+def test_gymnasium_separates_time_limits_from_terminal_states():
+    env = gymnasium.make_vec("metods_evo/Harlow-v0", num_envs=3)
+    env.reset(seed=0)
+    for step in range(30):  # always "stay": no trial is ever completed, so the 30-step limit cuts the episode
+        _, _, terminated, truncated, _ = env.step(np.ones(3, dtype=np.int64))
+        assert not terminated.any() and truncated.all() == (step == 29)

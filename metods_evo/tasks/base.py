@@ -52,6 +52,12 @@ class Task:
         """
         raise NotImplementedError
 
+    def time_limit_reached(self, state: TaskState) -> Tensor:
+        """``bool [B]``: the episode ended (or will) by its step limit rather than by reaching a terminal
+        state; gymnasium reports these ends as ``truncated``. Default: never."""
+        batch = next(v.shape[0] for k, v in state.items() if not k.startswith("_"))
+        return torch.zeros(batch, dtype=torch.bool, device=self.device)
+
     def uniform(self, state: TaskState, generator: torch.Generator, *shape: int) -> Tensor:
         """U[0, 1) noise ``[B, *shape]`` for the per-step randomness of ``step``.
 

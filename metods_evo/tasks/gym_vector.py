@@ -73,7 +73,8 @@ class TaskVectorEnv(_vector_env_base()):
             obs = torch.where(mask[:, None], fresh_obs, obs)
             reward[mask], done[mask] = 0.0, False
         self._state = state
+        cut = done & self.task.time_limit_reached(state)
         ended = done.cpu().numpy()
         self._needs_reset = ended.copy()
-        truncated = np.zeros_like(ended)
-        return obs.cpu().numpy(), reward.cpu().numpy(), ended, truncated, {}
+        truncated = cut.cpu().numpy()
+        return obs.cpu().numpy(), reward.cpu().numpy(), ended & ~truncated, truncated, {}

@@ -76,6 +76,9 @@ class HarlowTask(Task):
         }
         return state, self._observe(state)
 
+    def time_limit_reached(self, state: TaskState) -> Tensor:
+        return (state["t"] >= self.max_steps) & (state["trials"] < self.num_trials)
+
     def step(
         self, state: TaskState, action: Tensor, generator: torch.Generator
     ) -> tuple[TaskState, Tensor, Tensor, Tensor]:

@@ -171,6 +171,9 @@ class MazeTask(Task):
         }
         return state, self.observe(walls, state["pos"])
 
+    def time_limit_reached(self, state: TaskState) -> Tensor:
+        return state["t"] >= self.max_steps  # the maze has no terminal state: every episode is cut at its horizon
+
     def step(
         self, state: TaskState, action: Tensor, generator: torch.Generator
     ) -> tuple[TaskState, Tensor, Tensor, Tensor]:
