@@ -72,3 +72,14 @@ def test_cuda_generation_matches_cpu():
         trainer.step()
         results[device] = trainer.searcher.population.evals[:, 0].cpu()
     torch.testing.assert_close(results["cpu"], results["cuda"], rtol=1e-4, atol=1e-4)
+
+
+def test_searcher_tensors_evaluate_directly():
+    """evotorch hands out read-only tensors; the model must not trip over them (it writes W in place)."""
+    from metods_evo.evaluate import evaluate_theta
+
+    cfg = tiny_config()
+    trainer = ESTrainer(cfg)
+    trainer.step()
+    report = evaluate_theta(cfg, trainer.searcher.status["center"], 8, seed=0)
+    assert report["episodes"] == 8

@@ -36,6 +36,7 @@ class ParamSpec:
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         """``[P, D]`` (or ``[D]``, treated as P = 1) -> ``{name: [P, *shape]}`` views."""
+        flat = flat.as_subclass(torch.Tensor)  # e.g. evotorch's read-only tensors: the step writes in place
         if flat.dim() == 1:
             flat = flat.unsqueeze(0)
         if flat.shape[-1] != self.num_params:
