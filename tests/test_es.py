@@ -83,3 +83,12 @@ def test_searcher_tensors_evaluate_directly():
     trainer.step()
     report = evaluate_theta(cfg, trainer.searcher.status["center"], 8, seed=0)
     assert report["episodes"] == 8
+
+
+def test_late_episodes_switch_at_the_given_generation():
+    """Maze episodes last exactly 100 steps, so the step count shows how many episodes each generation played."""
+    trainer = ESTrainer(tiny_config("maze", **{"es.late_episodes": 6, "es.late_from": 1}))
+    trainer.step()
+    assert trainer.env_steps == 16 * 4 * 100
+    trainer.step()
+    assert trainer.env_steps == 16 * 4 * 100 + 16 * 6 * 100

@@ -84,8 +84,10 @@ class MetODSProblem(Problem):
         # evotorch hands out read-only tensor subclasses; plain tensors keep that type out of the rollout.
         values = batch.values.as_subclass(torch.Tensor).to(self.task.device)
         params = self.model.spec.unflatten(values)
+        late = cfg.es.late_episodes > 0 and self.round >= cfg.es.late_from
+        episodes = cfg.es.late_episodes if late else cfg.es.episodes
         with torch.no_grad():
-            result = rollout(self.model, params, self.task, cfg.es.episodes, generator, action_mode=cfg.es.action_mode)
+            result = rollout(self.model, params, self.task, episodes, generator, action_mode=cfg.es.action_mode)
         self.pending_env_steps += result.env_steps
         batch.set_evals(score(result, self.task.main_metric).to(batch.values.device))
 
