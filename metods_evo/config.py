@@ -138,7 +138,7 @@ class RunConfig:
 # with 64 episodes per individual then remove most of the remaining rare errors.
 TASK_PRESETS: dict[str, dict[str, Any]] = {
     "harlow": {"model.write": "linear", "es.algorithm": "snes", "generations": 900,
-               "es.late_episodes": 64, "es.late_from": 800},
+               "es.late_episodes": 64, "es.late_from": 800, "eval_episodes": 1000},
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
 }
 
