@@ -81,9 +81,7 @@ class MetODSProblem(Problem):
             torch.set_num_threads(self.run_cfg.es.threads_per_actor)  # no oversubscription: actors x threads
         cfg = self.run_cfg
         generator = torch.Generator(device=self.task.device).manual_seed(generation_seed(cfg.seed, self.round))
-        # evotorch hands out read-only tensor subclasses; plain tensors keep that type out of the rollout.
-        values = batch.values.as_subclass(torch.Tensor).to(self.task.device)
-        params = self.model.spec.unflatten(values)
+        params = self.model.spec.unflatten(batch.values.to(self.task.device))  # also drops the read-only type
         late = cfg.es.late_episodes > 0 and self.round >= cfg.es.late_from
         episodes = cfg.es.late_episodes if late else cfg.es.episodes
         with torch.no_grad():
