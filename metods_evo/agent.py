@@ -48,7 +48,7 @@ class Agent:
         prev_reward = torch.as_tensor(prev_reward, dtype=torch.float32, device=self.device)
         logits, _, state = self.model.step(self.params, state, obs.unsqueeze(0), prev_action.unsqueeze(0),
                                            prev_reward.unsqueeze(0))
-        greedy = self.cfg.es.action_mode == "greedy" if deterministic is None else deterministic
+        greedy = self.cfg.action_mode() == "greedy" if deterministic is None else deterministic
         action = select_actions(logits[0], "greedy" if greedy else "sample", self.generator)
         return action, state
 

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from metods_evo.config import TASK_PRESETS, ConfigError, RunConfig, apply_overrides, validate
+from metods_evo.config import ConfigError, apply_overrides, make_config, validate
 from metods_evo.tasks import TASKS
 
 
@@ -48,7 +48,7 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="metods-evo")
 def main() -> None:
-    """Meta-RL with self-modifying (MetODS) networks, meta-trained by evolution strategies."""
+    """Meta-RL with self-modifying (MetODS) networks, meta-trained by evolution strategies and policy gradient."""
 
 
 @main.command()
@@ -65,7 +65,7 @@ def tasks() -> None:
 
 @main.command()
 @click.option("--task", default=None, help="Registered task id (see `metods-evo tasks`). [default: harlow]")
-@click.option("--optimizer", default=None, help="Meta-optimizer. [default: es]")
+@click.option("--optimizer", default=None, help="Meta-optimizer: es | a2c | ppo | hybrid. [default: es]")
 @click.option("--algorithm", default=None,
               help="ES algorithm: pgpe | snes | cem | cmaes. [default: pgpe; the harlow preset uses snes]")
 @click.option("--popsize", type=int, default=None, help="Population size.")
@@ -85,7 +85,6 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
     """Meta-train a MetODS agent; prints the run directory and the final evaluation."""
     from metods_evo.evaluate import format_table
     from metods_evo.runs import RunDir
-    from metods_evo.train import OPTIMIZERS
     from metods_evo.train import train as run_training
 
     if resume is not None:
@@ -103,18 +102,10 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
             validate(cfg)
             run.save_config(cfg)
     else:
-        cfg = RunConfig(task=task or "harlow")
-        if cfg.task not in TASKS:
-            raise ConfigError(f"unknown task {cfg.task!r}; choose from {', '.join(sorted(TASKS))}")
-        task_options = TASKS[cfg.task].options()
-        apply_overrides(cfg, {k: str(v) for k, v in TASK_PRESETS.get(cfg.task, {}).items()}, task_options)
-        flags = {"optimizer": optimizer, "es.algorithm": algorithm, "es.popsize": popsize, "generations": generations,
+        flags = {"es.algorithm": algorithm, "es.popsize": popsize, "generations": generations,
                  "budget_steps": budget_steps, "seed": seed, "device": device, "es.num_actors": num_actors}
-        apply_overrides(cfg, {k: str(v) for k, v in flags.items() if v is not None}, task_options)
-        apply_overrides(cfg, parse_sets(sets), task_options)
-        if cfg.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
-        validate(cfg)
+        overrides = {k: str(v) for k, v in flags.items() if v is not None} | parse_sets(sets)
+        cfg = make_config(task or "harlow", optimizer or "es", overrides)
         run = RunDir.create(cfg, out)
     click.echo(f"run directory: {run.path}", err=True)
     report = run_training(cfg, run, resume=resume is not None, progress=progress)

@@ -83,15 +83,72 @@ class ESConfig:
 
 
 @dataclass
+class PGConfig:
+    """Settings shared by the policy-gradient optimizers (BPTT through the plastic dynamics, P = 1)."""
+
+    episodes: int = 64
+    """Episodes per update (a batch of whole episodes, each from its own plastic-state reset)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_schedule: str = "linear"
+    """'linear' anneals the learning rate to 0 at the end of the run; 'constant' keeps it."""
+    adam_eps: float = 1e-5
+    gamma: float = 0.9
+    """Discount of the within-episode return."""
+    gae_lambda: float = 0.95
+    """GAE lambda (1: Monte-Carlo advantages, 0: one-step TD)."""
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    max_grad_norm: float = 1.0
+    """Gradient clipping of the whole theta (0: off)."""
+    normalize_advantages: bool = True
+    bptt_truncate: int = 0
+    """Cut the gradient through the plastic state every K steps (0: full BPTT over the episode)."""
+
+
+@dataclass
+class A2CConfig(PGConfig):
+    """Synchronous advantage actor-critic: one gradient step per batch of episodes, on-line autograd."""
+
+
+@dataclass
+class PPOConfig(PGConfig):
+    """PPO over whole episodes: the plastic state of each episode is re-computed from its start in every
+    epoch, so minibatches are sets of episodes, never slices of time."""
+
+    lr: float = 3e-4
+    epochs: int = 4
+    minibatches: int = 4
+    clip: float = 0.2
+    target_kl: float = 0.0
+    """Stop an update's epochs early once the approximate KL exceeds this (0: never)."""
+
+
+@dataclass
+class HybridConfig:
+    mode: str = "sequential"
+    """'sequential': ES first, then policy-gradient fine-tuning from the ES center. 'split': every
+    generation, ES on the plasticity meta-parameters (alpha, kappa, beta, W0, write rule) and one gradient
+    update of f and g."""
+    gradient: str = "ppo"
+    """The policy-gradient half: ppo | a2c (its settings come from the ppo. / a2c. sections)."""
+    es_fraction: float = 0.5
+    """sequential: the share of the budget (budget_steps, else generations) spent on ES."""
+
+
+@dataclass
 class RunConfig:
     task: str = "harlow"
     """Registered task id."""
     task_options: dict[str, Any] = field(default_factory=dict)
     """Options of the task (``--set task.size=10``)."""
     optimizer: str = "es"
-    """Meta-optimizer: es."""
+    """Meta-optimizer: es | a2c | ppo | hybrid."""
     model: ModelConfig = field(default_factory=ModelConfig)
     es: ESConfig = field(default_factory=ESConfig)
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
     seed: int = 0
     """Seed of everything: searcher, task sampling, evaluation."""
     device: str = "cpu"
@@ -115,6 +172,8 @@ class RunConfig:
     """Episodes of each periodic evaluation (also picks the run's best theta)."""
     final_eval_episodes: int = 1000
     """Episodes of the final evaluation of the best theta."""
+    eval_action_mode: str = ""
+    """How evaluation picks actions: greedy | sample ('': es.action_mode, which is greedy by default)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -122,15 +181,19 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = dict(data)
-        model = ModelConfig(**data.pop("model", {}))
-        es = ESConfig(**data.pop("es", {}))
-        return cls(model=model, es=es, **data)
+        sections = {name: kind(**data.pop(name, {})) for name, kind in SECTIONS.items()}
+        return cls(**sections, **data)
+
+    def action_mode(self) -> str:
+        """The action mode of evaluation and of the run's agent."""
+        return self.eval_action_mode or self.es.action_mode
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# Settings that differ from the dataclass defaults per task: the documented defaults of `train`.
+SECTIONS = {"model": ModelConfig, "es": ESConfig, "a2c": A2CConfig, "ppo": PPOConfig, "hybrid": HybridConfig}
+
 # Documented per-task defaults (applied before command-line flags). The linear write rule
 # (alpha * v (x) Lv) is the paper's best variant and learnt faster here too. On Harlow, PGPE stalls
 # at a "stop choosing after a loss" strategy (return ~1.9); SNES, with its per-parameter step sizes,
@@ -141,6 +204,30 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
                "es.late_episodes": 64, "es.late_from": 800, "eval_episodes": 1000},
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
 }
+# Per (task, optimizer) settings applied after TASK_PRESETS: the documented defaults of the
+# gradient and hybrid optimizers (see the README's results for the runs that chose them).
+OPTIMIZER_PRESETS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def presets(task: str, optimizer: str) -> dict[str, str]:
+    """The documented defaults of ``train --task TASK --optimizer OPTIMIZER`` as ``--set`` pairs."""
+    merged = TASK_PRESETS.get(task, {}) | OPTIMIZER_PRESETS.get((task, optimizer), {})
+    return {k: str(v) for k, v in merged.items()}
+
+
+def make_config(task: str, optimizer: str = "es", overrides: dict[str, str] | None = None) -> RunConfig:
+    """A validated config: dataclass defaults, then the presets of (task, optimizer), then ``overrides``."""
+    from metods_evo.tasks import TASKS
+
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
+    _check_optimizer(optimizer)
+    cfg = RunConfig(task=task, optimizer=optimizer)
+    options = TASKS[task].options()
+    apply_overrides(cfg, presets(task, optimizer), options)
+    apply_overrides(cfg, overrides or {}, options)
+    validate(cfg)
+    return cfg
 
 
 def _coerce(value: str, default: Any, key: str) -> Any:
@@ -177,13 +264,13 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str], task_options: dic
                                   f"{', '.join(sorted(task_options)) or 'none'}")
             cfg.task_options[name] = _coerce(value, task_options[name], key)
             continue
-        target = {"": cfg, "model": cfg.model, "es": cfg.es}.get(section)
+        target = cfg if section == "" else getattr(cfg, section, None) if section in SECTIONS else None
         fields = {f.name for f in dataclasses.fields(target)} if target is not None else set()
-        nested = ("model", "es", "task_options", "task")
+        nested = (*SECTIONS, "task_options", "task")
         if target is None or name not in fields or name in nested:
             run_fields = [f.name for f in dataclasses.fields(RunConfig) if f.name not in nested]
-            raise ConfigError(f"unknown key --set {key}; valid sections: task., model., es. and run fields "
-                              f"({', '.join(run_fields)}); the task itself is chosen with --task")
+            raise ConfigError(f"unknown key --set {key}; valid sections: task., {', '.join(s + '.' for s in SECTIONS)}"
+                              f" and run fields ({', '.join(run_fields)}); the task itself is chosen with --task")
         setattr(target, name, _coerce(value, getattr(target, name), key))
     return cfg
 
@@ -195,6 +282,10 @@ CHOICES = {
     "model.w0": ("zero", "learnt", "random"),
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
     "es.action_mode": ("greedy", "sample"),
+    "a2c.lr_schedule": ("linear", "constant"),
+    "ppo.lr_schedule": ("linear", "constant"),
+    "hybrid.mode": ("sequential", "split"),
+    "hybrid.gradient": ("ppo", "a2c"),
 }
 
 
@@ -228,8 +319,37 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("model.embed_hidden must be >= 0 and model.write_hidden >= 1")
     if not 0 < cfg.es.parenthood_ratio <= 1 or cfg.es.stdev_max_change <= 0:
         raise ConfigError("es.parenthood_ratio must be in (0, 1] and es.stdev_max_change > 0")
+    _check_optimizer(cfg.optimizer)
+    if cfg.eval_action_mode not in ("", "greedy", "sample"):
+        raise ConfigError(f"eval_action_mode must be greedy or sample (got {cfg.eval_action_mode!r})")
+    _validate_pg(cfg)
     validate_device(cfg.device)
     validate_task(cfg.task, cfg.task_options)
+
+
+def _check_optimizer(name: str) -> None:
+    from metods_evo.train import OPTIMIZERS  # the registry; imported here because train imports this module
+
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+
+
+def _validate_pg(cfg: RunConfig) -> None:
+    for name in ("a2c", "ppo"):
+        pg = getattr(cfg, name)
+        if pg.episodes < 1 or pg.lr <= 0 or pg.adam_eps <= 0:
+            raise ConfigError(f"{name}.episodes must be >= 1, {name}.lr and {name}.adam_eps > 0")
+        if not (0 <= pg.gamma <= 1 and 0 <= pg.gae_lambda <= 1):
+            raise ConfigError(f"{name}.gamma and {name}.gae_lambda must be in [0, 1]")
+        if min(pg.entropy_coef, pg.value_coef, pg.max_grad_norm, pg.bptt_truncate) < 0:
+            raise ConfigError(f"{name}.entropy_coef, value_coef, max_grad_norm and bptt_truncate must be >= 0")
+    ppo = cfg.ppo
+    if ppo.epochs < 1 or ppo.minibatches < 1 or ppo.clip <= 0 or ppo.target_kl < 0:
+        raise ConfigError("ppo.epochs and ppo.minibatches must be >= 1, ppo.clip > 0, ppo.target_kl >= 0")
+    if ppo.minibatches > ppo.episodes:
+        raise ConfigError(f"ppo.minibatches ({ppo.minibatches}) cannot exceed ppo.episodes ({ppo.episodes})")
+    if not 0 < cfg.hybrid.es_fraction < 1:
+        raise ConfigError(f"hybrid.es_fraction must be in (0, 1) (got {cfg.hybrid.es_fraction})")
 
 
 def validate_device(device: str) -> None:

@@ -32,7 +32,7 @@ def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int
     done = 0
     while done < episodes:
         count = min(chunk, episodes - done)
-        result = rollout(model, params, task, count, generator, action_mode=cfg.es.action_mode)
+        result = rollout(model, params, task, count, generator, action_mode=cfg.action_mode())
         for name, values in result.metrics.items():
             per_episode.setdefault(name, []).append(values[0].double().cpu())
         step_rewards[: result.rewards.shape[0]] += result.rewards[:, 0].double().sum(-1).cpu()
