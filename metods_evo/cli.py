@@ -156,5 +156,47 @@ def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
     click.echo(to_json(report) if as_json else format_table(report))
 
 
+@main.command()
+@click.option("--task", default="harlow", show_default=True, help="Registered task id (see `metods-evo tasks`).")
+@click.option("--optimizers", default="es,ppo", show_default=True, help="Comma-separated meta-optimizers to compare.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per optimizer.")
+@click.option("--budget-steps", type=click.IntRange(min=1), required=True, help="Env-step budget of every run.")
+@click.option("--out", default=None,
+              help="Compare directory; an existing one is resumed. [default: runs/compare-<task>-<time>]")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override applied to every run.")
+@click.option("--threshold", type=float, default=None,
+              help="Return counted as solved, for the time-to-threshold columns. [default: per task, e.g. harlow 3.8]")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs trained at once, one single-threaded process each (wall times then share the cores).")
+@click.option("--progress/--no-progress", default=True, help="Live progress bar.")
+def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, progress) -> None:
+    """Train each optimizer over several seeds at one env-step budget; table (compare.md) and plot (compare.png).
+
+    A killed compare continues where it stopped when re-run with the same options and --out.
+    """
+    import os
+    import shlex
+    import time
+
+    from metods_evo.experiments import compare as run_compare
+    from metods_evo.train import OPTIMIZERS
+
+    names = [name.strip() for name in optimizers.split(",") if name.strip()]
+    for name in names:
+        if name not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+    out = out or f"runs/compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
+    try:
+        summary = run_compare(task, names, seeds, budget_steps, out, overrides=parse_sets(sets), threshold=threshold,
+                              progress=progress, jobs=jobs, command=command)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished runs and checkpoints are kept; re-run with --out {out} to continue",
+                   err=True)
+        sys.exit(130)
+    click.echo(summary["table"])
+    click.echo(f"files in {out}: compare.md, compare.csv, compare.png")
+
+
 if __name__ == "__main__":
     main()

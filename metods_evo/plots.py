@@ -50,3 +50,49 @@ def plot_curves(rows: list[dict[str, float]], path: Path, *, title: str, eval_ke
     fig.savefig(tmp, dpi=110)  # then renamed: a kill mid-write never leaves a truncated figure
     plt.close(fig)
     tmp.replace(path)
+
+
+def plot_compare(curves: dict[str, list[list[dict[str, float]]]], path: Path, *, title: str, eval_key: str,
+                 threshold: float | None = None) -> None:
+    """Periodic evaluation against env steps and against wall time, several optimizers x seeds.
+
+    ``curves`` maps an optimizer to its runs' metrics rows (one list per seed). Each seed is a thin line;
+    the bold line is the mean over seeds, interpolated on the range of x that every seed covers.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, xkey, xlabel in ((axes[0], "env_steps", "environment steps"), (axes[1], "wall_s", "wall time (s)")):
+        for i, (name, runs) in enumerate(curves.items()):
+            color = colors[i % len(colors)]
+            series = []
+            for rows in runs:
+                points = [(r[xkey], r[eval_key]) for r in rows if eval_key in r and not math.isnan(r[eval_key])]
+                if points:
+                    series.append(np.array(points))
+                    ax.plot(*series[-1].T, lw=0.8, alpha=0.4 if len(runs) > 1 else 1.0, color=color)
+            label = f"{name} ({len(series)} seed{'s' if len(series) != 1 else ''})"
+            lo, hi = (max(s[0, 0] for s in series), min(s[-1, 0] for s in series)) if series else (0.0, 0.0)
+            if len(series) > 1 and hi > lo:
+                grid = np.linspace(lo, hi, 200)
+                mean = np.mean([np.interp(grid, s[:, 0], s[:, 1]) for s in series], axis=0)
+                ax.plot(grid, mean, lw=2.0, color=color, label=f"{label}, mean")
+            else:
+                ax.plot([], [], lw=2.0, color=color, label=label)
+        if threshold is not None:
+            ax.axhline(threshold, color="black", ls="--", lw=1.0, label=f"threshold {threshold:g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{eval_key} (periodic evaluation)")
+        ax.grid(alpha=0.3)
+    axes[0].ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=110)  # then renamed: a kill mid-write never leaves a truncated figure
+    plt.close(fig)
+    tmp.replace(path)

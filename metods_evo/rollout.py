@@ -33,6 +33,15 @@ class RolloutResult:
     values: Tensor | None = None
     entropies: Tensor | None = None
     trace: dict[str, list[Tensor]] = field(default_factory=dict)
+    inputs: dict[str, Tensor] = field(default_factory=dict)
+    """With ``record=True``: what the model saw, so ``replay`` can re-run the episodes with gradients:
+    ``obs [T, P, E, obs]``, ``actions [T, P, E]`` and the initial plastic state ``W0 [P, E, N, N]``."""
+
+    @property
+    def valid(self) -> Tensor:
+        """``[T, P, E]`` True on the steps of each episode (before its end)."""
+        steps = torch.arange(self.rewards.shape[0], device=self.lengths.device).view(-1, 1, 1)
+        return steps < self.lengths.unsqueeze(0)
 
     @property
     def returns(self) -> Tensor:
@@ -64,18 +73,28 @@ def select_actions(logits: Tensor, mode: str, generator: torch.Generator | None,
     return (logits + gumbel).argmax(-1)
 
 
+def policy_terms(out: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-probability of ``action`` and entropy of the categorical policy with logits ``out``."""
+    logp_all = torch.log_softmax(out, -1)
+    return logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
+
+
 def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, generator: torch.Generator, *,
-            action_mode: str = "greedy", record: bool = False, trace: bool = False) -> RolloutResult:
+            action_mode: str = "greedy", record: bool = False, trace: bool = False,
+            truncate: int = 0) -> RolloutResult:
     """Run ``num_episodes`` episodes for each of the P individuals in ``params``.
 
-    ``record=True`` keeps log-probs, values and entropies (with autograd) for policy-gradient training.
-    ``trace=True`` keeps per-step plastic states, hidden vectors and actions for analysis.
+    ``record=True`` keeps log-probs, values and entropies (with autograd when enabled) and the model's
+    inputs for policy-gradient training; ``truncate=K`` cuts the gradient through the plastic state
+    every K steps (truncated BPTT). ``trace=True`` keeps per-step plastic states and actions for analysis.
     """
     pop = params[model.spec.names[0]].shape[0]
     task_state, obs = task.reset(num_episodes, generator)
     task_state, obs = tile(task_state, pop), obs.repeat(pop, 1)
     device, batch = obs.device, (pop, num_episodes)
     model_state = model.initial_state(params, num_episodes, generator)
+    inputs = {"W0": model_state["W"].detach().clone()} if record else {}
+    observations, actions = [], []
     prev_action = torch.full(batch, -1, dtype=torch.long, device=device)
     prev_reward = torch.zeros(batch, device=device)
     alive = torch.ones(batch, dtype=torch.bool, device=device)
@@ -91,10 +110,14 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
         out = torch.nan_to_num(out, nan=0.0, posinf=1e6, neginf=-1e6)
         action = select_actions(out, action_mode, generator, shared_axes=1)
         if record:
-            logp_all = torch.log_softmax(out, -1)
-            log_probs.append(logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1))
-            entropies.append(-(logp_all.exp() * logp_all).sum(-1))
+            log_prob, entropy = policy_terms(out, action)
+            log_probs.append(log_prob)
+            entropies.append(entropy)
             values.append(value)
+            observations.append(obs.view(*batch, -1))
+            actions.append(action)
+        if truncate and (t + 1) % truncate == 0:
+            model_state = {k: v.detach() for k, v in model_state.items()}
         if trace:
             traces["W"].append(model_state["W"].detach())
             traces["action"].append(action)
@@ -111,5 +134,32 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     flat = reward_trace.reshape(reward_trace.shape[0], -1)
     metrics = {k: v.view(batch) for k, v in task.episode_metrics(flat, lengths.view(-1)).items()}
     stack = (lambda xs: torch.stack(xs)) if record else (lambda xs: None)
+    if record:
+        inputs |= {"obs": torch.stack(observations).detach(), "actions": torch.stack(actions)}
     return RolloutResult(reward_trace, lengths, metrics, finite, int(lengths.sum()), stack(log_probs), stack(values),
-                         stack(entropies), traces)
+                         stack(entropies), traces, inputs)
+
+
+def replay(model, params: dict[str, Tensor], w0: Tensor, obs: Tensor, actions: Tensor, rewards: Tensor, *,
+           truncate: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Re-run recorded episodes through the model (with autograd) -> log-probs, values, entropies ``[T, P, E]``.
+
+    The inputs are a recorded rollout's ``W0 [P, E, N, N]``, ``obs [T, P, E, obs]``, ``actions [T, P, E]`` and
+    ``rewards [T, P, E]`` (any subset of its episodes): the model sees exactly what it saw while acting, the
+    plastic state re-computed from each episode's start. PPO scores its updated policy with this.
+    """
+    state = {"W": w0}
+    prev_action = torch.full(actions.shape[1:], -1, dtype=torch.long, device=actions.device)
+    prev_reward = torch.zeros(rewards.shape[1:], dtype=rewards.dtype, device=rewards.device)
+    log_probs, values, entropies = [], [], []
+    for t in range(actions.shape[0]):
+        out, value, state = model.step(params, state, obs[t], prev_action, prev_reward)
+        out = torch.nan_to_num(out, nan=0.0, posinf=1e6, neginf=-1e6)
+        log_prob, entropy = policy_terms(out, actions[t])
+        log_probs.append(log_prob)
+        entropies.append(entropy)
+        values.append(value)
+        if truncate and (t + 1) % truncate == 0:
+            state = {k: v.detach() for k, v in state.items()}
+        prev_action, prev_reward = actions[t], rewards[t]
+    return torch.stack(log_probs), torch.stack(values), torch.stack(entropies)

@@ -29,6 +29,9 @@ def register_optimizer(name: str, entry_point: str) -> None:
 
 
 register_optimizer("es", "metods_evo.optimizers.es:ESTrainer")
+register_optimizer("a2c", "metods_evo.optimizers.a2c:A2CTrainer")
+register_optimizer("ppo", "metods_evo.optimizers.ppo:PPOTrainer")
+register_optimizer("hybrid", "metods_evo.optimizers.hybrid:HybridTrainer")
 
 
 def make_trainer(cfg: RunConfig):
@@ -106,7 +109,8 @@ def finish(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     try:
         from metods_evo.plots import plot_curves
 
-        title = f"{cfg.task} — {cfg.optimizer} ({cfg.es.algorithm})"
+        detail = {"es": cfg.es.algorithm, "hybrid": f"{cfg.hybrid.mode}, {cfg.hybrid.gradient}"}.get(cfg.optimizer)
+        title = f"{cfg.task} — {cfg.optimizer}" + (f" ({detail})" if detail else "")
         plot_curves(rows, run.file(CURVES), title=title, eval_key=f"eval/{_main_metric(cfg)}")
     except ImportError:  # matplotlib is a dependency, but a broken install must not lose a finished run
         pass

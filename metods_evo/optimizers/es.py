@@ -38,14 +38,18 @@ def score(result, metric: str) -> torch.Tensor:
 class MetODSProblem(Problem):
     """Fitness of a population of MetODS parameter vectors on a task, all individuals in one rollout."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None):
+        """``subset`` (indices into theta) searches only those entries; the rest come from ``self.base``."""
         self.run_cfg = cfg
         self.task = make_task(cfg.task, device=cfg.device, **cfg.task_options)
         self.model = build_model(cfg, self.task)
         self.round = 0  # generation whose episodes are being scored (synced to Ray actors)
         self.pending_env_steps = 0
+        self.subset = subset
+        self.base: torch.Tensor | None = None  # the full theta that a subset search plugs its solutions into
         actors = cfg.es.num_actors or None
-        super().__init__("max", solution_length=self.model.num_params, initial_bounds=(-0.1, 0.1),
+        length = self.model.num_params if subset is None else len(subset)
+        super().__init__("max", solution_length=length, initial_bounds=(-0.1, 0.1),
                          dtype=torch.float32, device=cfg.device, seed=cfg.seed, num_actors=actors,
                          actor_config={"num_cpus": cfg.es.threads_per_actor} if actors else None)
 
@@ -64,10 +68,10 @@ class MetODSProblem(Problem):
 
     # Ray actors get the generation index before each evaluation and report their step counts after it.
     def _make_sync_data_for_actors(self) -> Any:
-        return self.round
+        return self.round, self.base
 
     def _use_sync_data_from_main(self, received: Any) -> None:
-        self.round = received
+        self.round, self.base = received
 
     def _make_sync_data_for_main(self) -> Any:
         steps, self.pending_env_steps = self.pending_env_steps, 0
@@ -81,7 +85,12 @@ class MetODSProblem(Problem):
             torch.set_num_threads(self.run_cfg.es.threads_per_actor)  # no oversubscription: actors x threads
         cfg = self.run_cfg
         generator = torch.Generator(device=self.task.device).manual_seed(generation_seed(cfg.seed, self.round))
-        params = self.model.spec.unflatten(batch.values.to(self.task.device))  # also drops the read-only type
+        values = batch.values.to(self.task.device).as_subclass(torch.Tensor)  # drop evotorch's read-only type
+        if self.subset is not None:
+            full = self.base.to(values).expand(len(values), -1).clone()
+            full[:, self.subset.to(values.device)] = values
+            values = full
+        params = self.model.spec.unflatten(values)
         late = cfg.es.late_episodes > 0 and self.round >= cfg.es.late_from
         episodes = cfg.es.late_episodes if late else cfg.es.episodes
         with torch.no_grad():
@@ -117,11 +126,15 @@ def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
 class ESTrainer:
     """One evotorch searcher, stepped a generation at a time: ``step() -> metrics``."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None, theta: torch.Tensor | None = None):
+        """``subset``: search only these entries of theta (``problem.base`` supplies the others)."""
         self.cfg = cfg
-        self.problem = MetODSProblem(cfg)
+        self.problem = MetODSProblem(cfg, subset)
         self.model, self.task = self.problem.model, self.problem.task
-        center = self.model.init_params(torch.Generator().manual_seed(cfg.seed)).to(cfg.device)
+        if theta is None:
+            theta = self.model.init_params(torch.Generator().manual_seed(cfg.seed))
+        self.problem.base = theta.detach().clone().cpu()
+        center = (theta if subset is None else theta[subset]).to(cfg.device)
         self.searcher = make_searcher(cfg, self.problem, center)
         self.generation = 0
         self.env_steps = 0

@@ -1,0 +1,368 @@
+"""Experiments made of many runs: ``compare`` trains several optimizers over several seeds at one
+env-step budget, then tabulates and plots what they reached and how fast.
+
+    <out_dir>/
+        <optimizer>/seed<s>/   one ordinary run directory per (optimizer, seed)
+        compare.csv            one row per optimizer (machine-readable)
+        compare.md             the same table, plus one row per run
+        compare.png            periodic evaluation against env steps and against wall time
+        COMMAND.md             the command line, the date, the machine
+
+``compare`` resumes: finished runs (with ``eval.json``) are skipped, unfinished ones continue from
+their checkpoint, so a killed compare is completed by re-running the same command (``--out`` the
+same directory). Re-running a finished compare with another ``--threshold`` only re-tabulates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metods_evo.config import ConfigError, RunConfig, make_config
+from metods_evo.runs import CONFIG, EVAL, RunDir, RunError, atomic_write_bytes
+from metods_evo.tasks import TASKS
+
+COMPARE_CSV, COMPARE_MD, COMPARE_PNG, COMMAND_MD = "compare.csv", "compare.md", "compare.png", "COMMAND.md"
+
+# What "solved" means per task, on the task's main metric (the periodic evaluation of the current theta):
+# Harlow's optimum is 4.0 (README: "solved" >= 3.8); maze 8x8 is cumulative reward in 100 steps.
+DEFAULT_THRESHOLDS: dict[str, float | None] = {"harlow": 3.8, "maze": 60.0}
+
+# Set per run by compare itself: an override of these would be silently replaced, so it is refused.
+PER_RUN_KEYS = ("seed", "budget_steps")
+
+
+@dataclass
+class PlannedRun:
+    optimizer: str
+    seed: int
+    cfg: RunConfig
+    path: Path
+    status: str  # "new" | "unfinished" | "finished"
+
+
+def compare(task: str, optimizers: Iterable[str], seeds: int, budget_steps: int, out_dir: str | os.PathLike,
+            overrides: dict[str, Any] | None = None, threshold: float | None = None, progress: bool = True,
+            jobs: int = 1, command: str | None = None) -> dict[str, Any]:
+    """Train every optimizer over seeds 0..seeds-1 at ``budget_steps`` env steps; write the table and plot.
+
+    ``overrides`` (``--set`` pairs) apply to every run. ``threshold`` defaults to ``DEFAULT_THRESHOLDS[task]``
+    (None: no time-to-threshold columns). ``jobs > 1`` trains that many runs at once in separate processes,
+    each single-threaded; their wall times are then measured under contention for the machine's cores.
+    ``command`` is recorded in COMMAND.md (the CLI passes its command line).
+
+    Every input is checked, and every existing run directory compared with the requested config,
+    before anything is written. Returns the summary (also written to compare.csv / compare.md).
+    """
+    optimizers = list(optimizers)
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1 (got {jobs})")
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLDS.get(task)
+    if threshold is not None and not math.isfinite(threshold):
+        raise ConfigError(f"threshold must be a finite number (got {threshold})")
+    out = Path(out_dir)
+    runs = plan_runs(task, optimizers, seeds, budget_steps, out, overrides)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"compare directory: {out} (re-run the same command with --out {out} to resume it)", file=sys.stderr)
+    _write_command(out, command, task, optimizers, seeds, budget_steps, overrides, threshold, jobs)
+    _execute([r for r in runs if r.status != "finished"], len(runs), progress, jobs)
+    summary = summarize(task, runs, threshold)
+    summary |= {"out_dir": str(out), "budget_steps": budget_steps, "jobs": jobs}
+    atomic_write_bytes(out / COMPARE_CSV, format_csv(summary).encode())
+    summary["table"] = format_table(summary)
+    atomic_write_bytes(out / COMPARE_MD, format_markdown(summary).encode())
+    try:
+        from metods_evo.plots import plot_compare
+
+        curves = {opt: [RunDir(r.path).read_metrics() for r in runs if r.optimizer == opt] for opt in optimizers}
+        plot_compare(curves, out / COMPARE_PNG, title=_title(task, optimizers, seeds, budget_steps),
+                     eval_key=f"eval/{summary['metric']}", threshold=threshold)
+    except ImportError:  # matplotlib is a dependency, but a broken install must not lose the table
+        pass
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def plan_runs(task: str, optimizers: list[str], seeds: int, budget_steps: int, out: Path,
+              overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
+    """Validate everything and find each run's state on disk; writes nothing."""
+    from metods_evo.train import OPTIMIZERS
+
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
+    if not optimizers:
+        raise ConfigError("give at least one optimizer")
+    for name in optimizers:
+        if name not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+    if len(set(optimizers)) != len(optimizers):
+        raise ConfigError(f"optimizers are listed twice: {','.join(optimizers)}")
+    if seeds < 1 or budget_steps < 1:
+        raise ConfigError(f"seeds and budget_steps must be >= 1 (got {seeds}, {budget_steps})")
+    overrides = {k: str(v) for k, v in (overrides or {}).items()}
+    for key in PER_RUN_KEYS:
+        if key in overrides:
+            raise ConfigError(f"--set {key} is chosen per run by compare (--seeds / --budget-steps)")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if (out / CONFIG).exists():
+        raise ConfigError(f"--out {out} is a run directory, not a compare directory")
+
+    runs = []
+    for seed in range(seeds):  # seed-major: a compare stopped half-way still has every optimizer's first seeds
+        for optimizer in optimizers:
+            cfg = make_config(task, optimizer, overrides | {"seed": str(seed), "budget_steps": str(budget_steps)})
+            path = out / optimizer / f"seed{seed}"
+            runs.append(PlannedRun(optimizer, seed, cfg, path, _status(cfg, path)))
+    return runs
+
+
+def _status(cfg: RunConfig, path: Path) -> str:
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):  # empty: killed right after mkdir
+        return "new"
+    existing = RunDir.open(path).config()  # RunError for anything that is not a run directory
+    differences = _differences(json.loads(existing.to_json()), json.loads(cfg.to_json()))
+    if differences:
+        shown = "; ".join(f"{k}: {old!r} there, {new!r} requested" for k, old, new in differences[:3])
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise ConfigError(f"{path} was run with another config ({shown}{more}); use a new --out")
+    return "finished" if (path / EVAL).is_file() else "unfinished"
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _train_one(cfg: RunConfig, path: str, resume: bool, progress: bool) -> str:
+    """One run, new or continued; top-level so that worker processes can run it."""
+    from metods_evo.train import train
+
+    path = Path(path)
+    if resume:
+        run = RunDir.open(path)
+    else:
+        if path.is_dir():
+            path.rmdir()  # the empty directory of a compare killed between mkdir and config.json
+        run = RunDir.create(cfg, str(path))
+    train(cfg, run, resume=resume, progress=progress)
+    return str(path)
+
+
+def _execute(pending: list[PlannedRun], total: int, progress: bool, jobs: int) -> None:
+    done = total - len(pending)
+    if progress and done:
+        print(f"{done}/{total} runs already finished (skipped)", file=sys.stderr)
+    if jobs == 1 or len(pending) <= 1:
+        for i, r in enumerate(pending, start=done + 1):
+            if progress:
+                verb = "resuming" if r.status == "unfinished" else "training"
+                print(f"[{i}/{total}] {verb} {r.optimizer} seed {r.seed} -> {r.path}", file=sys.stderr)
+            _train_one(r.cfg, str(r.path), r.status == "unfinished", progress)
+        return
+
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    # spawn: a fresh interpreter per worker (no forked torch / OpenMP state); each run keeps cfg.threads.
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_train_one, r.cfg, str(r.path), r.status == "unfinished", False): r for r in pending}
+        remaining = set(futures)
+        while remaining:
+            finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                future.result()  # re-raises a worker's error here
+                done += 1
+                if progress:
+                    r = futures[future]
+                    print(f"[{done}/{total}] finished {r.optimizer} seed {r.seed} -> {r.path}", file=sys.stderr)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on error: runs in flight finish, the others are not started
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def time_to_threshold(rows: list[dict[str, float]], threshold: float | None,
+                      eval_key: str = "eval/return") -> tuple[float, float] | None:
+    """(env_steps, wall_s) of the first periodic evaluation that reached ``threshold``; None if none did."""
+    if threshold is None:
+        return None
+    for row in rows:
+        value = row.get(eval_key, math.nan)
+        if not math.isnan(value) and value >= threshold:
+            return row["env_steps"], row["wall_s"]
+    return None
+
+
+def summarize(task: str, runs: list[PlannedRun], threshold: float | None) -> dict[str, Any]:
+    """Per run and per optimizer: final evaluation (eval.json), steps and time used, time to threshold."""
+    metric = TASKS[task].load_class().main_metric
+    per_run = []
+    for r in runs:
+        run = RunDir(r.path)
+        try:
+            report = json.loads(run.file(EVAL).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunError(f"{run.file(EVAL)} is missing or corrupt: {err}") from None
+        reached = time_to_threshold(run.read_metrics(), threshold, f"eval/{metric}")
+        final = report["metrics"][metric]
+        per_run.append({"optimizer": r.optimizer, "seed": r.seed, "path": str(r.path),
+                        "final": final["mean"], "final_std_episodes": final["std"], "episodes": report["episodes"],
+                        "env_steps": report["env_steps"], "wall_s": report["wall_s"],
+                        "threshold_env_steps": reached[0] if reached else None,
+                        "threshold_wall_s": reached[1] if reached else None})
+    rows = []
+    for optimizer in dict.fromkeys(r.optimizer for r in runs):
+        mine = [p for p in per_run if p["optimizer"] == optimizer]
+        finals = [p["final"] for p in mine]
+        hits = [p for p in mine if p["threshold_env_steps"] is not None]
+        rows.append({
+            "optimizer": optimizer, "seeds": len(mine),
+            "final_mean": statistics.fmean(finals),
+            "final_std": statistics.stdev(finals) if len(finals) > 1 else math.nan,  # sample std (n - 1)
+            "env_steps": statistics.fmean(p["env_steps"] for p in mine),
+            "wall_s": statistics.fmean(p["wall_s"] for p in mine),
+            "reached": None if threshold is None else len(hits),
+            "threshold_env_steps": statistics.fmean(p["threshold_env_steps"] for p in hits) if hits else None,
+            "threshold_wall_s": statistics.fmean(p["threshold_wall_s"] for p in hits) if hits else None,
+        })
+    return {"task": task, "metric": metric, "threshold": threshold, "seeds": max(r.seed for r in runs) + 1,
+            "rows": rows, "runs": per_run}
+
+
+# ---------------------------------------------------------------------------------------------- output
+def format_csv(summary: dict[str, Any]) -> str:
+    """One row per optimizer. Time-to-threshold cells: "n/a" without a threshold, empty if no seed reached it."""
+    m = summary["metric"]
+    header = ["optimizer", "seeds", f"final_{m}_mean", f"final_{m}_std", "env_steps_mean", "wall_s_mean",
+              "threshold", "seeds_reached", "env_steps_to_threshold", "wall_s_to_threshold"]
+    lines = [",".join(header)]
+    for row in summary["rows"]:
+        if summary["threshold"] is None:
+            tail = ["n/a"] * 4
+        else:
+            tail = [repr(summary["threshold"]), f"{row['reached']}/{row['seeds']}",
+                    *("" if row[k] is None else repr(row[k]) for k in ("threshold_env_steps", "threshold_wall_s"))]
+        std = "" if math.isnan(row["final_std"]) else repr(row["final_std"])
+        lines.append(",".join([row["optimizer"], str(row["seeds"]), repr(row["final_mean"]), std,
+                               repr(row["env_steps"]), repr(row["wall_s"]), *tail]))
+    return "\n".join(lines) + "\n"
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The per-optimizer Markdown table."""
+    t, m = summary["threshold"], summary["metric"]
+    bar = "n/a" if t is None else f"{t:g}"
+    lines = [f"| optimizer | seeds | final {m} (mean ± std over seeds) | env steps | wall time | "
+             f"env steps to {m} ≥ {bar} | wall time to ≥ {bar} | seeds reaching {bar} |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in summary["rows"]:
+        final = f"{row['final_mean']:.3f}" + ("" if math.isnan(row["final_std"]) else f" ± {row['final_std']:.3f}")
+        if t is None:
+            steps = wall = reached = "n/a"
+        else:
+            reached = f"{row['reached']}/{row['seeds']} seeds"
+            steps = "never" if row["threshold_env_steps"] is None else f"{row['threshold_env_steps']:,.0f}"
+            wall = "never" if row["threshold_wall_s"] is None else _duration(row["threshold_wall_s"])
+        lines.append(f"| {row['optimizer']} | {row['seeds']} | {final} | {row['env_steps']:,.0f} | "
+                     f"{_duration(row['wall_s'])} | {steps} | {wall} | {reached} |")
+    return "\n".join(lines)
+
+
+def format_markdown(summary: dict[str, Any]) -> str:
+    m, t = summary["metric"], summary["threshold"]
+    optimizers = [row["optimizer"] for row in summary["rows"]]
+    lines = [f"# {_title(summary['task'], optimizers, summary['seeds'], summary['budget_steps'])}", "",
+             summary["table"], "",
+             f"- final {m}: the run's best theta (chosen by the periodic evaluations) scored on "
+             f"{summary['runs'][0]['episodes']} fresh episodes (`eval.json`); ± is the standard deviation across "
+             "seeds (n - 1).",
+             "- env steps, wall time: used by the whole run (training and periodic evaluations, start-up excluded).",
+             f"- to threshold: the first periodic evaluation with {m} ≥ {'n/a' if t is None else f'{t:g}'}, averaged "
+             "over the seeds that reached it. Its resolution is one evaluation interval (`eval_every` "
+             "iterations), which is a different number of env steps for each optimizer."]
+    if summary["jobs"] > 1:
+        lines.append(f"- {summary['jobs']} runs trained at once (one process and one torch thread each): wall "
+                     "times were measured under contention for the machine's cores.")
+    lines += ["", "## Runs", "", f"| optimizer | seed | final {m} (± std over episodes) | env steps | wall time | "
+              "env steps to threshold | wall time to threshold | directory |", "|---|---|---|---|---|---|---|---|"]
+    for p in summary["runs"]:
+        steps, wall = p["threshold_env_steps"], p["threshold_wall_s"]
+        steps = "n/a" if t is None else "never" if steps is None else f"{steps:,.0f}"
+        wall = "n/a" if t is None else "never" if wall is None else _duration(wall)
+        lines.append(f"| {p['optimizer']} | {p['seed']} | {p['final']:.3f} ± {p['final_std_episodes']:.3f} | "
+                     f"{p['env_steps']:,} | {_duration(p['wall_s'])} | {steps} | {wall} | `{p['path']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _title(task: str, optimizers: list[str], seeds: int, budget_steps: int) -> str:
+    return f"{task}: {' vs '.join(optimizers)}, {seeds} seed{'s' if seeds > 1 else ''}, {budget_steps:,} env steps each"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def cli_command(task: str, optimizers: list[str], seeds: int, budget_steps: int, out: Path,
+                overrides: dict[str, Any] | None, threshold: float | None, jobs: int) -> str:
+    """The ``metods-evo compare`` command that (re)runs exactly this comparison into ``out``."""
+    args = ["metods-evo", "compare", "--task", task, "--optimizers", ",".join(optimizers), "--seeds", str(seeds),
+            "--budget-steps", str(budget_steps), "--out", str(out)]
+    for key, value in (overrides or {}).items():
+        args += ["--set", f"{key}={value}"]
+    if threshold is not None and threshold != DEFAULT_THRESHOLDS.get(task):
+        args += ["--threshold", f"{threshold:g}"]
+    if jobs > 1:
+        args += ["--jobs", str(jobs)]
+    return shlex.join(args)
+
+
+def _write_command(out: Path, command: str | None, task, optimizers, seeds, budget_steps, overrides, threshold,
+                   jobs) -> None:
+    """COMMAND.md: the first invocation in full; each later one (a resume or re-tabulation) appends a line."""
+    import torch
+
+    path = out / COMMAND_MD
+    now = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    command = command or "(called from Python: metods_evo.experiments.compare)"
+    again = cli_command(task, optimizers, seeds, budget_steps, out, overrides, threshold, jobs)
+    if path.exists():
+        text = path.read_text() + f"- {now}: run again: `{command}`\n"
+    else:
+        parallel = ("one run at a time" if jobs == 1 else
+                    f"{jobs} runs at once in separate processes: wall times are measured under contention")
+        text = (f"# metods-evo compare — {_title(task, optimizers, seeds, budget_steps)}\n\n"
+                f"```bash\n{command}\n```\n\n"
+                f"To resume it after a kill, or re-tabulate it (e.g. with another `--threshold`):\n\n"
+                f"```bash\n{again}\n```\n\n"
+                f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                f"torch {torch.__version__}; {parallel}.\n\n"
+                f"- {now}: started\n")
+    atomic_write_bytes(path, text.encode())
+
+
+__all__ = ["DEFAULT_THRESHOLDS", "compare", "format_csv", "format_table", "plan_runs", "summarize",
+           "time_to_threshold"]

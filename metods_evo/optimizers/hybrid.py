@@ -1,0 +1,125 @@
+"""Hybrids of evolution strategies and policy gradient, both over the same theta.
+
+``hybrid.mode = sequential`` (the default): ES for the first ``hybrid.es_fraction`` of the budget, then
+policy-gradient fine-tuning (PPO or A2C, ``hybrid.gradient``) from the ES center, with its learning rate
+annealed over the rest. ES explores the space of learning rules with a whole population and is not
+fooled by the noisy, zero-mean early returns of a task like Harlow; the gradient then spends the
+remaining steps where it is most step-efficient: polishing a policy that already works.
+
+``hybrid.mode = split``: every generation, one ES generation over the plasticity meta-parameters only
+(alpha, kappa, beta, W0 and the write rule: a few hundred numbers that set *how* the network learns),
+with f and g held at their current values, then one gradient update of f and g (the embedding and the
+read-out: most of theta, and smooth functions of the inputs) with the plasticity at the ES center.
+Each half searches the part of theta it suits: the gradient through hundreds of plastic updates is
+least reliable for the plasticity coefficients themselves, and ES scales worst with dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metods_evo.config import RunConfig
+from metods_evo.optimizers.a2c import A2CTrainer
+from metods_evo.optimizers.es import ESTrainer
+from metods_evo.optimizers.ppo import PPOTrainer
+
+PLASTICITY = ("alpha", "kappa", "beta", "w0", "write_l", "write_h_w", "write_h_b", "write_o_w", "write_o_b")
+ES_KEYS = ("es/fitness_mean", "es/fitness_best", "es/fitness_std", "es/sigma_mean")
+PG_KEYS = ("pg/policy_loss", "pg/value_loss", "pg/entropy", "pg/grad_norm", "pg/lr", "pg/approx_kl",
+           "pg/clip_fraction", "pg/updates")
+GRADIENT = {"ppo": PPOTrainer, "a2c": A2CTrainer}
+
+
+def plasticity_mask(model) -> Tensor:
+    """Bool ``[D]``: True on the entries of theta that are plasticity meta-parameters."""
+    mask = torch.zeros(model.num_params, dtype=torch.bool)
+    for name, where in model.spec.offsets().items():
+        mask[where] = name in PLASTICITY
+    return mask
+
+
+class HybridTrainer:
+    def __init__(self, cfg: RunConfig):
+        self.cfg, self.mode = cfg, cfg.hybrid.mode
+        self.by_steps = cfg.budget_steps > 0
+        total = cfg.budget_steps if self.by_steps else cfg.generations
+        self.switch = max(1, round(cfg.hybrid.es_fraction * total))  # sequential: ES until here
+        self.gradient_cls = GRADIENT[cfg.hybrid.gradient]
+        if self.mode == "split":
+            self.pg = self.gradient_cls(cfg)
+            self.mask = plasticity_mask(self.pg.model)
+            self.pg.trainable = (~self.mask).float().to(cfg.device)
+            subset = self.mask.nonzero().squeeze(1)
+            self.es: ESTrainer | None = ESTrainer(cfg, subset=subset, theta=self.pg.center())
+        else:
+            self.es, self.pg = ESTrainer(cfg), None
+        self.task, self.model = (self.es or self.pg).task, (self.es or self.pg).model
+        self.generation = 0
+        self.env_steps = 0
+
+    @property
+    def phase(self) -> str:
+        return "es" if self.pg is None else "pg" if self.es is None else "split"
+
+    def step(self) -> dict[str, float]:
+        if self.mode == "split":
+            metrics = self._split_step()
+        elif self.pg is None:
+            metrics = self.es.step()
+            self.generation, self.env_steps = self.es.generation, self.es.env_steps
+            if (self.env_steps if self.by_steps else self.generation) >= self.switch:
+                self._start_gradient(self.es.center())
+        else:
+            metrics = self.pg.step()
+            self.generation, self.env_steps = self.pg.generation, self.pg.env_steps
+        row = {"hybrid/phase": {"es": 0.0, "pg": 1.0, "split": 2.0}[self.phase]}
+        for key in ("train/episode_return", *ES_KEYS, *PG_KEYS, "perf/generation_s", "perf/steps_per_s"):
+            row[key] = metrics.get(key, math.nan)
+        return row
+
+    def _split_step(self) -> dict[str, float]:
+        self.es.problem.base = self.pg.center()  # the ES population varies the plasticity of the current f, g
+        es_before = self.es.env_steps
+        es_metrics = self.es.step()
+        with torch.no_grad():
+            self.pg.theta[self.mask.to(self.pg.theta.device)] = self.es.searcher.status["center"].to(self.pg.theta)
+        self.pg.env_steps = self.env_steps + self.es.env_steps - es_before  # the gradient's counter is the run's
+        pg_metrics = self.pg.step()
+        self.generation += 1
+        self.env_steps = self.pg.env_steps
+        seconds = es_metrics["perf/generation_s"] + pg_metrics["perf/generation_s"]
+        steps = es_metrics["perf/steps_per_s"] * es_metrics["perf/generation_s"] + \
+            pg_metrics["perf/steps_per_s"] * pg_metrics["perf/generation_s"]
+        return es_metrics | pg_metrics | {"perf/generation_s": seconds, "perf/steps_per_s": steps / max(seconds, 1e-9)}
+
+    def _start_gradient(self, theta: Tensor) -> None:
+        self.pg = self.gradient_cls(self.cfg, theta=theta)
+        self.pg.generation, self.pg.env_steps = self.generation, self.env_steps
+        self.pg.span = (self.switch, self.pg.span[1])  # anneal the learning rate over the gradient phase only
+        self.es.close()
+        self.es = None
+
+    def center(self) -> Tensor:
+        return self.es.center() if self.pg is None else self.pg.center()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "es": self.es.state_dict() if self.es else None,
+                "pg": self.pg.state_dict() if self.pg else None, "generation": self.generation,
+                "env_steps": self.env_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generation, self.env_steps = state["generation"], state["env_steps"]
+        if self.mode == "sequential" and state["es"] is None:
+            self._start_gradient(state["pg"]["theta"])
+        if state["es"] is not None:
+            self.es.load_state_dict(state["es"])
+        if state["pg"] is not None:
+            self.pg.load_state_dict(state["pg"])
+
+    def close(self) -> None:
+        if self.es is not None:
+            self.es.close()
