@@ -168,6 +168,10 @@ class RunConfig:
     """Write the resumable checkpoint every K generations (and at the end)."""
     eval_every: int = 10
     """Evaluate the search distribution's center every K generations on fresh episodes."""
+    eval_every_steps: int = 0
+    """Evaluate every time the run crosses a multiple of this many env steps instead (0: use eval_every).
+    Optimizers take very different numbers of steps per generation; ``compare`` sets this so that all of
+    them are evaluated at the same env-step marks."""
     eval_episodes: int = 256
     """Episodes of each periodic evaluation (also picks the run's best theta)."""
     final_eval_episodes: int = 1000
@@ -308,9 +312,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("give generations >= 1 or budget_steps >= 1")
     if cfg.es.sigma_init <= 0 or cfg.model.plastic_bound < 0 or cfg.model.w0_std < 0:
         raise ConfigError("es.sigma_init must be > 0, model.plastic_bound and model.w0_std >= 0")
-    if min(cfg.es.center_lr, cfg.es.stdev_lr, cfg.es.max_speed, cfg.max_minutes, cfg.budget_steps,
+    if min(cfg.es.center_lr, cfg.es.stdev_lr, cfg.es.max_speed, cfg.max_minutes, cfg.budget_steps, cfg.eval_every_steps,
            cfg.es.late_episodes, cfg.es.late_from) < 0:
-        raise ConfigError("learning rates, es.max_speed, max_minutes and budget_steps must be >= 0")
+        raise ConfigError("learning rates, es.max_speed, max_minutes, budget_steps and eval_every_steps must be >= 0")
     if cfg.es.algorithm == "pgpe" and cfg.es.popsize % 2:
         raise ConfigError(f"PGPE samples symmetric pairs: es.popsize must be even (got {cfg.es.popsize})")
     if cfg.es.num_actors < 0:

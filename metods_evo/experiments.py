@@ -38,6 +38,9 @@ COMPARE_CSV, COMPARE_MD, COMPARE_PNG, COMMAND_MD = "compare.csv", "compare.md", 
 # Harlow's optimum is 4.0 (README: "solved" >= 3.8); maze 8x8 is cumulative reward in 100 steps.
 DEFAULT_THRESHOLDS: dict[str, float | None] = {"harlow": 3.8, "maze": 60.0}
 
+# Periodic evaluations per run: at the same env-step marks for every optimizer (unless --set eval_every...).
+EVALUATIONS = 50
+
 # Set per run by compare itself: an override of these would be silently replaced, so it is refused.
 PER_RUN_KEYS = ("seed", "budget_steps")
 
@@ -124,7 +127,10 @@ def plan_runs(task: str, optimizers: list[str], seeds: int, budget_steps: int, o
     runs = []
     for seed in range(seeds):  # seed-major: a compare stopped half-way still has every optimizer's first seeds
         for optimizer in optimizers:
-            cfg = make_config(task, optimizer, overrides | {"seed": str(seed), "budget_steps": str(budget_steps)})
+            per_run = {"seed": str(seed), "budget_steps": str(budget_steps)}
+            if "eval_every" not in overrides and "eval_every_steps" not in overrides:
+                per_run["eval_every_steps"] = str(max(1, budget_steps // EVALUATIONS))  # same marks for all
+            cfg = make_config(task, optimizer, overrides | per_run)
             path = out / optimizer / f"seed{seed}"
             runs.append(PlannedRun(optimizer, seed, cfg, path, _status(cfg, path)))
     return runs
@@ -299,8 +305,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
              "seeds (n - 1).",
              "- env steps, wall time: used by the whole run (training and periodic evaluations, start-up excluded).",
              f"- to threshold: the first periodic evaluation with {m} ≥ {'n/a' if t is None else f'{t:g}'}, averaged "
-             "over the seeds that reached it. Its resolution is one evaluation interval (`eval_every` "
-             "iterations), which is a different number of env steps for each optimizer."]
+             "over the seeds that reached it. Its resolution is one evaluation interval (by default budget / "
+             f"{EVALUATIONS} env steps, the same for every optimizer)."]
     if summary["jobs"] > 1:
         lines.append(f"- {summary['jobs']} runs trained at once (one process and one torch thread each): wall "
                      "times were measured under contention for the machine's cores.")

@@ -69,7 +69,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             metrics = trainer.step()
             wall = wall_before + time.perf_counter() - start
             last = _finished(cfg, trainer, wall)
-            evaluated = trainer.generation % cfg.eval_every == 0 or last
+            evaluated = last or (trainer.env_steps // cfg.eval_every_steps > steps_before // cfg.eval_every_steps
+                                 if cfg.eval_every_steps > 0 else trainer.generation % cfg.eval_every == 0)
             eval_score = math.nan
             if evaluated:
                 theta = trainer.center()
