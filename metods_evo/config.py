@@ -86,7 +86,7 @@ class ESConfig:
 class PGConfig:
     """Settings shared by the policy-gradient optimizers (BPTT through the plastic dynamics, P = 1)."""
 
-    episodes: int = 64
+    episodes: int = 128
     """Episodes per update (a batch of whole episodes, each from its own plastic-state reset)."""
     lr: float = 1e-3
     """Adam learning rate."""
@@ -116,9 +116,10 @@ class PPOConfig(PGConfig):
     """PPO over whole episodes: the plastic state of each episode is re-computed from its start in every
     epoch, so minibatches are sets of episodes, never slices of time."""
 
-    lr: float = 3e-4
-    epochs: int = 4
-    minibatches: int = 4
+    epochs: int = 3
+    """Passes over each batch. Every pass re-runs whole episodes (T steps of fwd + bwd per minibatch), so
+    an update costs about 1 + 2 * epochs * minibatches rollouts: the defaults keep that near A2C's."""
+    minibatches: int = 2
     clip: float = 0.2
     target_kl: float = 0.0
     """Stop an update's epochs early once the approximate KL exceeds this (0: never)."""
@@ -177,7 +178,9 @@ class RunConfig:
     final_eval_episodes: int = 1000
     """Episodes of the final evaluation of the best theta."""
     eval_action_mode: str = ""
-    """How evaluation picks actions: greedy | sample ('': es.action_mode, which is greedy by default)."""
+    """How evaluation (and the run's agent) picks actions: greedy | sample. '' = as the optimizer trained
+    it: es.action_mode (greedy by default) for ES; sampled for a2c, ppo and hybrid, whose policies are
+    stochastic by construction (the arg-max of a still uncertain policy can be far worse than the policy)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,7 +193,9 @@ class RunConfig:
 
     def action_mode(self) -> str:
         """The action mode of evaluation and of the run's agent."""
-        return self.eval_action_mode or self.es.action_mode
+        if self.eval_action_mode:
+            return self.eval_action_mode
+        return self.es.action_mode if self.optimizer == "es" else "sample"
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
