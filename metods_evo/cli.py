@@ -120,8 +120,11 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
 @click.option("--set", "sets", multiple=True, metavar="task.KEY=VALUE", help="Task options, e.g. task.size=10.")
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=None, help="Evaluation seed. [default: derived from the run's seed]")
+@click.option("--action-mode", type=click.Choice(["greedy", "sample"]), default=None,
+              help="How the agent picks actions. [default: as the run was evaluated: greedy for ES, sampled for "
+                   "gradient-trained runs]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
+def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json) -> None:
     """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
     import torch
 
@@ -151,6 +154,8 @@ def evaluate(run_dir, task, sets, episodes, seed, as_json) -> None:
     if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
         raise ConfigError(f"task {cfg.task!r} {options or ''} has other observation / action sizes than "
                           f"{trained_on!r}, which this agent was trained on")
+    if action_mode is not None:
+        cfg.eval_action_mode = action_mode
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
     report = evaluate_theta(cfg, theta, episodes, seed, task_options=options)
     click.echo(to_json(report) if as_json else format_table(report))

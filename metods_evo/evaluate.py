@@ -42,6 +42,7 @@ def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int
         values = torch.cat(chunks)
         metrics[name] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
     return {"task": cfg.task, "task_options": {**cfg.task_options, **(task_options or {})}, "episodes": episodes,
+            "action_mode": cfg.action_mode(),
             "seed": seed, "metrics": metrics, "reward_per_step": (step_rewards / episodes).tolist()}
 
 
@@ -49,7 +50,8 @@ def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of mean ± std per metric."""
     rows = [(name, f"{m['mean']:.3f} ± {m['std']:.3f}") for name, m in report["metrics"].items()]
     width = max(len(r[0]) for r in rows)
-    header = f"{report['task']} {report['task_options'] or ''} — {report['episodes']} episodes (seed {report['seed']})"
+    header = (f"{report['task']} {report['task_options'] or ''} — {report['episodes']} episodes, "
+              f"{report.get('action_mode', 'greedy')} actions (seed {report['seed']})")
     return "\n".join([header.strip(), *(f"  {name:<{width}}  {value}" for name, value in rows)])
 
 

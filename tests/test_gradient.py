@@ -11,7 +11,8 @@ from metods_evo.models.metods import MetODS
 from metods_evo.optimizers.hybrid import HybridTrainer, plasticity_mask
 from metods_evo.optimizers.pg import actor_critic_loss, gae
 from metods_evo.rollout import replay, rollout
-from metods_evo.tasks import make_task
+from metods_evo.tasks import TASKS, make_task, register
+from metods_evo.tasks.base import Task
 from metods_evo.train import make_trainer
 
 
@@ -184,3 +185,40 @@ def test_split_hybrid_es_only_moves_plasticity():
     trainer.es.step()
     assert trainer.es.searcher.status["center"].shape[0] == int(mask.sum())
     trainer.close()
+
+
+class TwoArmedBandit(Task):
+    """Ten pulls of a two-armed bandit whose paying arm (+1; the other -1) is drawn per episode and hidden:
+    the only way to beat chance is to remember, in the plastic weights, which arm paid."""
+
+    obs_dim, num_actions, max_steps = 1, 2, 10
+
+    def reset(self, num_envs, generator):
+        good = torch.randint(0, 2, (num_envs,), generator=generator, device=self.device)
+        return {"good": good, "t": torch.zeros(num_envs, dtype=torch.long)}, torch.ones(num_envs, 1)
+
+    def step(self, state, action, generator):
+        t = state["t"] + 1
+        reward = (action == state["good"]).float() * 2 - 1
+        return {**state, "t": t}, torch.ones(len(action), 1), reward, t >= self.max_steps
+
+
+@pytest.fixture
+def bandit_task():
+    register("bandit-test", f"{__name__}:TwoArmedBandit")
+    yield "bandit-test"
+    TASKS.pop("bandit-test")
+
+
+@pytest.mark.parametrize("optimizer", ["a2c", "ppo"])
+def test_policy_gradient_learns_to_remember_through_plasticity(bandit_task, optimizer):
+    """Chance is 0 and a perfect agent earns 8 (one lost pull at most): within 60 updates of the default
+    settings the plastic agent must have learnt to stay on the arm that paid."""
+    cfg = make_config(bandit_task, optimizer, {"model.n": "8", "model.depth": "2", f"{optimizer}.episodes": "64",
+                                               "generations": "60"})
+    trainer = make_trainer(cfg)
+    for _ in range(60):
+        trainer.step()
+    with torch.no_grad():
+        result = rollout(trainer.model, trainer.params(), trainer.task, 500, torch.Generator().manual_seed(99))
+    assert float(result.returns.mean()) > 5.0
