@@ -220,6 +220,7 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
 # gradient and hybrid optimizers (see the README's results for the runs that chose them).
 OPTIMIZER_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("harlow", "a2c"): {"generations": 3000},
+    ("harlow", "ppo"): {"generations": 1500},
 }
 
 

