@@ -162,3 +162,18 @@ def test_plastic_bound_holds_under_huge_plasticity():
             out, _, state = model.step(params, state, torch.ones(1, 3, 4), torch.zeros(1, 3, dtype=torch.long),
                                        torch.ones(1, 3))
     assert state["W"].abs().max() <= 2.0 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 20), (2, 4, 64)])
+def test_both_matvec_formulations_agree(shape, monkeypatch):
+    """The broadcast multiply-and-sum read (small CPU batches) and the batched matmul give the same W v."""
+    from metods_evo.models import metods
+
+    p, e, n = shape
+    g = torch.Generator().manual_seed(0)
+    w, v = torch.randn(p, e, n, n, generator=g), torch.randn(p, e, n, generator=g)
+    reference = torch.einsum("peij,pej->pei", w.double(), v.double()).float()
+    fast = metods.matvec(w, v)
+    monkeypatch.setattr(metods, "MULSUM_MAX_ELEMENTS", 0)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(metods.matvec(w, v), reference, rtol=1e-5, atol=1e-5)
