@@ -233,6 +233,7 @@ def summarize(task: str, runs: list[PlannedRun], threshold: float | None) -> dic
         reached = time_to_threshold(run.read_metrics(), threshold, f"eval/{metric}")
         final = report["metrics"][metric]
         per_run.append({"optimizer": r.optimizer, "seed": r.seed, "path": str(r.path),
+                        "metrics": {name: value["mean"] for name, value in report["metrics"].items()},
                         "final": final["mean"], "final_std_episodes": final["std"], "episodes": report["episodes"],
                         "env_steps": report["env_steps"], "wall_s": report["wall_s"],
                         "threshold_env_steps": reached[0] if reached else None,
@@ -310,6 +311,15 @@ def format_markdown(summary: dict[str, Any]) -> str:
     if summary["jobs"] > 1:
         lines.append(f"- {summary['jobs']} runs trained at once (one process and one torch thread each): wall "
                      "times were measured under contention for the machine's cores.")
+    names = list(summary["runs"][0].get("metrics", {}))
+    if len(names) > 1:  # every task metric of the final evaluations (e.g. maze: steps to 1st reward, success)
+        lines += ["", "## All task metrics (final evaluation; mean ± std over seeds)", "",
+                  "| optimizer | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for optimizer in optimizers:
+            values = [[p["metrics"][n] for p in summary["runs"] if p["optimizer"] == optimizer] for n in names]
+            cells = [f"{statistics.fmean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
+                     for v in values]
+            lines.append(f"| {optimizer} | " + " | ".join(cells) + " |")
     lines += ["", "## Runs", "", f"| optimizer | seed | final {m} (± std over episodes) | env steps | wall time | "
               "env steps to threshold | wall time to threshold | directory |", "|---|---|---|---|---|---|---|---|"]
     for p in summary["runs"]:

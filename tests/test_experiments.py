@@ -73,6 +73,9 @@ def test_table_and_plot_match_the_runs(compared):
             assert (cfg.optimizer, cfg.seed, cfg.budget_steps, cfg.model.n) == (row["optimizer"], seed, BUDGET, 8)
         reports = [eval_report(path) for path in runs]
         finals = [r["metrics"]["return"]["mean"] for r in reports]
+        # the all-metrics table: Harlow's trial-2 accuracy averaged over the seeds
+        trial2 = statistics.fmean(r["metrics"]["trial2_correct"]["mean"] for r in reports)
+        assert f"| {row['optimizer']} | " in md and f"{trial2:.3f} ± " in md
         assert row["seeds"] == "2"
         assert float(row["final_return_mean"]) == pytest.approx(statistics.fmean(finals), abs=1e-12)
         assert float(row["final_return_std"]) == pytest.approx(statistics.stdev(finals), abs=1e-12)
