@@ -171,8 +171,8 @@ class MetODS:
         alpha_w = alpha.unsqueeze(1) if alpha.dim() == 3 else alpha.view(pop, 1, 1, 1)
         carry = c[-1].view(pop, 1, 1, 1)
         bound = self.cfg.plastic_bound
-        if grad:
-            w_new = outer * alpha_w + w * carry
+        if grad:  # the same kernels as below, out of place: replaying an episode must reproduce it bit for bit
+            w_new = torch.addcmul(outer * alpha_w, w, carry)
             return vs[-1], (w_new.clamp(-bound, bound) if bound > 0 else w_new)
         w_new = outer.mul_(alpha_w).addcmul_(w, carry)  # in place: no [P, E, N, N] temporaries
         return vs[-1], (w_new.clamp_(-bound, bound) if bound > 0 else w_new)

@@ -142,9 +142,9 @@ class PolicyGradientTrainer:
         if self.trainable is not None:
             grad.mul_(self.trainable)
         grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # one exploding episode must not poison theta
-        norm = grad.norm()
+        norm = grad.double().norm()  # float64: an exploding BPTT gradient must not overflow the norm to inf
         if self.pg.max_grad_norm > 0:
-            grad.mul_(torch.clamp(self.pg.max_grad_norm / (norm + 1e-6), max=1.0))
+            grad.mul_(torch.clamp(self.pg.max_grad_norm / (norm + 1e-6), max=1.0).to(grad.dtype))
         self.optimizer.step()
         return norm.detach()
 
