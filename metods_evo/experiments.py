@@ -140,12 +140,24 @@ def _status(cfg: RunConfig, path: Path) -> str:
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):  # empty: killed right after mkdir
         return "new"
     existing = RunDir.open(path).config()  # RunError for anything that is not a run directory
-    differences = _differences(json.loads(existing.to_json()), json.loads(cfg.to_json()))
+    differences = _differences(_relevant(existing), _relevant(cfg))
     if differences:
         shown = "; ".join(f"{k}: {old!r} there, {new!r} requested" for k, old, new in differences[:3])
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
         raise ConfigError(f"{path} was run with another config ({shown}{more}); use a new --out")
     return "finished" if (path / EVAL).is_file() else "unfinished"
+
+
+# The config sections each optimizer reads; the others (e.g. ``ppo`` for an ES run) cannot change its result,
+# so a later change of their defaults must not make a finished run look different.
+USED_SECTIONS = {"es": ("es",), "a2c": ("a2c",), "ppo": ("ppo",), "hybrid": ("es", "a2c", "ppo", "hybrid")}
+OPTIMIZER_SECTIONS = ("es", "a2c", "ppo", "hybrid")
+
+
+def _relevant(cfg: RunConfig) -> dict[str, Any]:
+    data = json.loads(cfg.to_json())
+    used = USED_SECTIONS.get(cfg.optimizer, OPTIMIZER_SECTIONS)
+    return {k: v for k, v in data.items() if k not in OPTIMIZER_SECTIONS or k in used}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -235,3 +235,18 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(in_tmp, args, messa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert list(in_tmp.iterdir()) == [], "a refused compare must not leave a directory behind"
+
+
+def test_sections_an_optimizer_does_not_read_are_not_compared():
+    """A finished ES run stays valid when the defaults of PPO (which it never reads) change."""
+    from metods_evo.config import RunConfig
+    from metods_evo.experiments import _differences, _relevant
+
+    es_a, es_b = RunConfig(optimizer="es"), RunConfig(optimizer="es")
+    es_b.ppo.target_kl = 0.5
+    assert _differences(_relevant(es_a), _relevant(es_b)) == []
+    es_b.es.popsize = 2
+    assert [k for k, _, _ in _differences(_relevant(es_a), _relevant(es_b))] == ["es.popsize"]
+    ppo_a, ppo_b = RunConfig(optimizer="ppo"), RunConfig(optimizer="ppo")
+    ppo_b.ppo.target_kl = 0.5
+    assert [k for k, _, _ in _differences(_relevant(ppo_a), _relevant(ppo_b))] == ["ppo.target_kl"]
