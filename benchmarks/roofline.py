@@ -49,6 +49,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -238,6 +239,11 @@ def rollout_point(task_id: str, write: str, pe: int, args: argparse.Namespace) -
             "rate": statistics.median(rates), "rates": rates}
 
 
+def progress(line: str) -> None:
+    """One line per measured point on stderr, so a long sweep shows where it is (the tables come at the end)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def add_fractions(row: dict, rate_key: str, prefix: str, bandwidth: float, impl: bool) -> None:
     """GB/s of plastic state at the roofline minimum and the fraction of the copy bandwidth (and at impl traffic)."""
     minimum = min_bytes_per_agent_step(row["n"]) * row[rate_key]
@@ -267,6 +273,7 @@ def run(args: argparse.Namespace) -> dict:
                     agents = math.prod(population_shape(pe, args.episodes))
                     if fits(agents, n, args.max_gib):
                         plastic_rows.append(plastic_point(n, depth, pe, args))
+                        progress(f"plastic_step N={n} S={depth} PxE={pe}: {plastic_rows[-1]['rate']:,.0f} steps/s")
                     else:
                         skipped.append({"section": "plastic_step", "n": n, "depth": depth, "pe": pe})
             limit(f"after plastic N={n}")
@@ -276,6 +283,7 @@ def run(args: argparse.Namespace) -> dict:
                     agents = math.prod(population_shape(pe, args.episodes))
                     if fits(agents, args.rollout_n, args.max_gib):
                         rollout_rows.append(rollout_point(task_id, write, pe, args))
+                        progress(f"rollout {task_id} {write} PxE={pe}: {rollout_rows[-1]['rate']:,.0f} agent-steps/s")
                     else:
                         skipped.append({"section": "rollout", "task": task_id, "write": write, "pe": pe})
             limit(f"after rollout {task_id}")
