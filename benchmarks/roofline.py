@@ -273,7 +273,8 @@ def run(args: argparse.Namespace) -> dict:
                     agents = math.prod(population_shape(pe, args.episodes))
                     if fits(agents, n, args.max_gib):
                         plastic_rows.append(plastic_point(n, depth, pe, args))
-                        progress(f"plastic_step N={n} S={depth} PxE={pe}: {plastic_rows[-1]['plastic_rate']:,.0f} steps/s")
+                        rate = plastic_rows[-1]["plastic_rate"]
+                        progress(f"plastic_step N={n} S={depth} PxE={pe}: {rate:,.0f} agent-steps/s")
                     else:
                         skipped.append({"section": "plastic_step", "n": n, "depth": depth, "pe": pe})
             limit(f"after plastic N={n}")
