@@ -238,8 +238,7 @@ def make_config(task: str, optimizer: str = "es", overrides: dict[str, str] | No
 
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
-    _check_optimizer(optimizer)
-    cfg = RunConfig(task=task, optimizer=optimizer)
+    cfg = RunConfig(task=task, optimizer=optimizer)  # validate() below rejects an unknown optimizer
     options = TASKS[task].options()
     apply_overrides(cfg, presets(task, optimizer), options)
     apply_overrides(cfg, overrides or {}, options)

@@ -83,7 +83,7 @@ class HybridTrainer:
 
     def _split_step(self) -> dict[str, float]:
         self.es.problem.base = self.pg.center()  # the ES population varies the plasticity of the current f, g
-        es_before = self.es.env_steps
+        run_before, es_before = self.env_steps, self.es.env_steps
         es_metrics = self.es.step()
         with torch.no_grad():
             self.pg.theta[self.mask.to(self.pg.theta.device)] = self.es.searcher.status["center"].to(self.pg.theta)
@@ -92,8 +92,7 @@ class HybridTrainer:
         self.generation += 1
         self.env_steps = self.pg.env_steps
         seconds = es_metrics["perf/generation_s"] + pg_metrics["perf/generation_s"]
-        steps = es_metrics["perf/steps_per_s"] * es_metrics["perf/generation_s"] + \
-            pg_metrics["perf/steps_per_s"] * pg_metrics["perf/generation_s"]
+        steps = self.env_steps - run_before
         return es_metrics | pg_metrics | {"perf/generation_s": seconds, "perf/steps_per_s": steps / max(seconds, 1e-9)}
 
     def _start_gradient(self, theta: Tensor) -> None:
