@@ -56,11 +56,17 @@ def tasks() -> None:
     """List the registered tasks with their observation and action sizes."""
     from metods_evo.tasks import make_task
 
-    click.echo(f"{'task':<10} {'obs':>4} {'actions':>8} {'max steps':>9}  description")
+    width = max(len(task_id) for task_id in TASKS) + 1
+    click.echo(f"{'task':<{width}} {'obs':>4} {'actions':>9} {'max steps':>9}  description")
     for task_id, spec in sorted(TASKS.items()):
-        task = make_task(task_id)
+        try:
+            task = make_task(task_id)
+        except ImportError as error:  # an optional simulator that is not installed
+            missing = f"[{error.name} not installed]"
+            click.echo(f"{task_id:<{width}} {'-':>4} {'-':>9} {'-':>9}  {spec.description} {missing}")
+            continue
         actions = task.num_actions or f"{task.action_dim} (cont.)"
-        click.echo(f"{task_id:<10} {task.obs_dim:>4} {actions!s:>8} {task.max_steps:>9}  {spec.description}")
+        click.echo(f"{task_id:<{width}} {task.obs_dim:>4} {actions!s:>9} {task.max_steps:>9}  {spec.description}")
 
 
 @main.command()
@@ -162,6 +168,24 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json) -> None:
 
 
 @main.command()
+@click.argument("run_dir", metavar="RUN")
+@click.option("--out", default=None, help="Folder for the figures and analysis.json. [default: RUN/analysis]")
+@click.option("--episodes", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Fresh episodes played by the run's agent.")
+@click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
+def analyze(run_dir, out, episodes, seed) -> None:
+    """Figures of a run's plastic weights: W-PCA, Hopfield energy, |dW| against reward, reward per step."""
+    import torch
+
+    from metods_evo.analysis import analyze as run_analysis
+    from metods_evo.runs import RunDir
+
+    torch.set_num_threads(RunDir.open(run_dir).config().threads)
+    for path in run_analysis(run_dir, out, episodes=episodes, seed=seed):
+        click.echo(str(path))
+
+
+@main.command()
 @click.option("--task", default="harlow", show_default=True, help="Registered task id (see `metods-evo tasks`).")
 @click.option("--optimizers", default="es,ppo", show_default=True, help="Comma-separated meta-optimizers to compare.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per optimizer.")
@@ -201,6 +225,78 @@ def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, p
         sys.exit(130)
     click.echo(summary["table"])
     click.echo(f"files in {out}: compare.md, compare.csv, compare.png")
+
+
+@main.command()
+@click.option("--task", default="maze", show_default=True, help="Registered task id (see `metods-evo tasks`).")
+@click.option("--variants", default=None,
+              help="Comma-separated model variants. [default: every variant that differs from the task's defaults: "
+                   "depth-1, scalar-alpha, write-hebbian|linear|mlp, w0-zero|learnt|random, plus 'metods' itself]")
+@click.option("--optimizer", default="ppo", show_default=True, help="Meta-optimizer of every run.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per variant.")
+@click.option("--budget-steps", type=click.IntRange(min=1), default=10_000_000, show_default=True,
+              help="Env-step budget of every run.")
+@click.option("--out", default=None,
+              help="Ablation directory; an existing one is resumed. [default: runs/ablate-<task>-<time>]")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override applied to every run.")
+@click.option("--threshold", type=float, default=None, help="Score counted as solved. [default: per task]")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs trained at once, one single-threaded process each.")
+@click.option("--progress/--no-progress", default=True, help="Live progress bar.")
+def ablate(task, variants, optimizer, seeds, budget_steps, out, sets, threshold, jobs, progress) -> None:
+    """Train each MetODS variant over seeds at one budget; table (ablate.md / .csv) and plot (ablate.png)."""
+    import os
+    import shlex
+    import time
+
+    from metods_evo.experiments import ablate as run_ablate
+
+    names = None if variants is None else [v.strip() for v in variants.split(",") if v.strip()]
+    out = out or f"runs/ablate-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
+    try:
+        summary = run_ablate(task, names, seeds, budget_steps, out, optimizer=optimizer, overrides=parse_sets(sets),
+                             threshold=threshold, progress=progress, jobs=jobs, command=command)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished runs and checkpoints are kept; re-run with --out {out} to continue",
+                   err=True)
+        sys.exit(130)
+    click.echo(summary["table"])
+    click.echo(f"files in {out}: ablate.md, ablate.csv, ablate.png")
+
+
+@main.command()
+@click.argument("experiment", metavar="EXPERIMENT")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds 0..N-1 per agent.")
+@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Fresh evaluation episodes per setting and seed.")
+@click.option("--quick", is_flag=True, help="A smoke run: tiny budgets and models (for tests; numbers mean nothing).")
+@click.option("--out", default=None, help="Output directory; an existing one is resumed. [default: runs/<EXPERIMENT>]")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs trained at once, one single-threaded process each.")
+@click.option("--progress/--no-progress", default=True, help="Live progress bar.")
+def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
+    """Train MetODS and the baselines for one of the paper's tables (maze-table | harlow) and write it
+    beside the paper's numbers (table.md)."""
+    import os
+    import shlex
+
+    from metods_evo.reproduce import EXPERIMENTS
+    from metods_evo.reproduce import reproduce as run_reproduce
+
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+    out = out or f"runs/{experiment}" + ("-quick" if quick else "")
+    command = shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
+    try:
+        result = run_reproduce(experiment, out, seeds=seeds, quick=quick, episodes=episodes, jobs=jobs,
+                               progress=progress, command=command)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished runs and checkpoints are kept; re-run with --out {out} to continue",
+                   err=True)
+        sys.exit(130)
+    click.echo(result["table"])
+    click.echo(f"files in {out}: table.md, table.csv, training.md, training.png")
 
 
 if __name__ == "__main__":

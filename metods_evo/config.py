@@ -23,6 +23,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
+    kind: str = "metods"
+    """Which registered model (``metods_evo.models.MODELS``): metods | rl2 | maml | random. The fields below
+    marked with a model's name apply to that model only; the rest configure MetODS."""
     n: int = 20
     """Number of neurons in the plastic layer (W is n x n)."""
     depth: int = 3
@@ -46,6 +49,20 @@ class ModelConfig:
     action_reward_inputs: bool = False
     """Also feed f the product prev_action * prev_reward (per action), so "which choice paid what" is a
     linear feature instead of an XOR that f would have to learn."""
+    hidden: int = 64
+    """rl2: GRU units; maml: width of each of the MLP policy's two hidden layers."""
+    maml_adapt_steps: int = 2
+    """maml: K. Steps 0..K-1 of each episode are played with the meta-learnt initialization, then every agent
+    adapts on its own K transitions and plays the rest with its adapted weights. Task-specific: 2 is one Harlow
+    trial played at full speed (its first reward lands at step 1); longer tasks want more (maze ~50). A K past
+    the episode's end never adapts (a plain MLP policy)."""
+    maml_inner_steps: int = 1
+    """maml: REINFORCE steps of the inner loop, all on the same K transitions."""
+    maml_inner_lr: float = 0.1
+    """maml: step size of the inner steps, on the per-step mean of log pi(a_t|s_t) * (reward-to-go within K)."""
+    maml_first_order: bool = False
+    """maml: drop the second-order terms (FOMAML) when the outer loop differentiates through the inner step;
+    ES never differentiates, so this only matters for a2c / ppo / hybrid."""
 
 
 @dataclass
@@ -312,8 +329,8 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    positive = {"model.n": cfg.model.n, "model.depth": cfg.model.depth, "es.popsize": cfg.es.popsize,
-                "es.episodes": cfg.es.episodes, "checkpoint_every": cfg.checkpoint_every,
+    positive = {"model.n": cfg.model.n, "model.depth": cfg.model.depth, "model.hidden": cfg.model.hidden,
+                "es.popsize": cfg.es.popsize, "es.episodes": cfg.es.episodes, "checkpoint_every": cfg.checkpoint_every,
                 "eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes,
                 "final_eval_episodes": cfg.final_eval_episodes, "threads": cfg.threads,
                 "es.threads_per_actor": cfg.es.threads_per_actor}
@@ -333,9 +350,15 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("es.num_actors must be >= 0")
     if cfg.model.embed_hidden < 0 or cfg.model.write_hidden < 1:
         raise ConfigError("model.embed_hidden must be >= 0 and model.write_hidden >= 1")
+    if cfg.model.maml_adapt_steps < 1 or cfg.model.maml_inner_steps < 1 or cfg.model.maml_inner_lr < 0:
+        raise ConfigError("model.maml_adapt_steps and model.maml_inner_steps must be >= 1, model.maml_inner_lr >= 0")
     if not 0 < cfg.es.parenthood_ratio <= 1 or cfg.es.stdev_max_change <= 0:
         raise ConfigError("es.parenthood_ratio must be in (0, 1] and es.stdev_max_change > 0")
     _check_optimizer(cfg.optimizer)
+    _check_model(cfg.model.kind)
+    if cfg.optimizer == "hybrid" and cfg.hybrid.mode == "split" and cfg.model.kind != "metods":
+        raise ConfigError(f"hybrid.mode=split searches MetODS's plasticity parameters by ES; model.kind="
+                          f"{cfg.model.kind} has none (use hybrid.mode=sequential)")
     if cfg.eval_action_mode not in ("", "greedy", "sample"):
         raise ConfigError(f"eval_action_mode must be greedy or sample (got {cfg.eval_action_mode!r})")
     _validate_pg(cfg)
@@ -348,6 +371,13 @@ def _check_optimizer(name: str) -> None:
 
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+
+
+def _check_model(name: str) -> None:
+    from metods_evo.models import MODELS  # the registry; models import this module
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown model.kind {name!r}; choose from {', '.join(sorted(MODELS))}")
 
 
 def _validate_pg(cfg: RunConfig) -> None:

@@ -1,9 +1,10 @@
 """Experiments made of many runs: ``compare`` trains several optimizers over several seeds at one
-env-step budget, then tabulates and plots what they reached and how fast.
+env-step budget, then tabulates and plots what they reached and how fast; ``ablate`` does the same for
+variants of the model (``ABLATIONS``). Both are lists of *arms* (a label, an optimizer, config overrides).
 
     <out_dir>/
-        <optimizer>/seed<s>/   one ordinary run directory per (optimizer, seed)
-        compare.csv            one row per optimizer (machine-readable)
+        <arm>/seed<s>/         one ordinary run directory per (arm, seed); arm = optimizer or variant
+        compare.csv            one row per arm (machine-readable); ablate writes ablate.csv / .md / .png
         compare.md             the same table, plus one row per run
         compare.png            periodic evaluation against env steps and against wall time
         COMMAND.md             the command line, the date, the machine
@@ -45,9 +46,33 @@ EVALUATIONS = 50
 PER_RUN_KEYS = ("seed", "budget_steps")
 
 
+# Model ablations (the paper's maze ablation plus W0), each one change from the task's documented defaults.
+# A variant that equals the defaults for a task (e.g. write=linear is maze's default) is dropped there.
+ABLATIONS: dict[str, dict[str, str]] = {
+    "metods": {},
+    "depth-1": {"model.depth": "1"},
+    "scalar-alpha": {"model.alpha": "scalar"},
+    "write-hebbian": {"model.write": "hebbian"},
+    "write-linear": {"model.write": "linear"},
+    "write-mlp": {"model.write": "mlp"},
+    "w0-zero": {"model.w0": "zero"},
+    "w0-learnt": {"model.w0": "learnt"},
+    "w0-random": {"model.w0": "random"},
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One line of an experiment's table: ``label`` names its directory and row."""
+
+    label: str
+    optimizer: str
+    overrides: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class PlannedRun:
-    optimizer: str
+    arm: str
     seed: int
     cfg: RunConfig
     path: Path
@@ -68,44 +93,55 @@ def compare(task: str, optimizers: Iterable[str], seeds: int, budget_steps: int,
     before anything is written. Returns the summary (also written to compare.csv / compare.md).
     """
     optimizers = list(optimizers)
-    if jobs < 1:
-        raise ConfigError(f"jobs must be >= 1 (got {jobs})")
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLDS.get(task)
-    if threshold is not None and not math.isfinite(threshold):
-        raise ConfigError(f"threshold must be a finite number (got {threshold})")
-    out = Path(out_dir)
-    runs = plan_runs(task, optimizers, seeds, budget_steps, out, overrides)
-
-    out.mkdir(parents=True, exist_ok=True)
-    if progress:
-        print(f"compare directory: {out} (re-run the same command with --out {out} to resume it)", file=sys.stderr)
-    _write_command(out, command, task, optimizers, seeds, budget_steps, overrides, threshold, jobs)
-    _execute([r for r in runs if r.status != "finished"], len(runs), progress, jobs)
-    summary = summarize(task, runs, threshold)
-    summary |= {"out_dir": str(out), "budget_steps": budget_steps, "jobs": jobs}
-    atomic_write_bytes(out / COMPARE_CSV, format_csv(summary).encode())
-    summary["table"] = format_table(summary)
-    atomic_write_bytes(out / COMPARE_MD, format_markdown(summary).encode())
-    try:
-        from metods_evo.plots import plot_compare
-
-        curves = {opt: [RunDir(r.path).read_metrics() for r in runs if r.optimizer == opt] for opt in optimizers}
-        plot_compare(curves, out / COMPARE_PNG, title=_title(task, optimizers, seeds, budget_steps),
-                     eval_key=f"eval/{summary['metric']}", threshold=threshold)
-    except ImportError:  # matplotlib is a dependency, but a broken install must not lose the table
-        pass
-    return summary
+    _check_optimizers(optimizers)
+    arms = [Arm(name, name) for name in optimizers]
+    return run_arms("compare", task, arms, seeds, budget_steps, out_dir, overrides, threshold, progress, jobs,
+                    command, cli_command(task, optimizers, seeds, budget_steps, Path(out_dir), overrides, threshold,
+                                         jobs))
 
 
-# ---------------------------------------------------------------------------------------------- planning
-def plan_runs(task: str, optimizers: list[str], seeds: int, budget_steps: int, out: Path,
-              overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
-    """Validate everything and find each run's state on disk; writes nothing."""
+def ablate(task: str, variants: Iterable[str] | None, seeds: int, budget_steps: int, out_dir: str | os.PathLike,
+           optimizer: str = "ppo", overrides: dict[str, Any] | None = None, threshold: float | None = None,
+           progress: bool = True, jobs: int = 1, command: str | None = None) -> dict[str, Any]:
+    """Train each model variant (``ABLATIONS``; None = all that differ from the task's defaults) with
+    ``optimizer`` over seeds 0..seeds-1 at ``budget_steps``; writes ablate.csv / ablate.md / ablate.png."""
+    arms = ablation_arms(task, optimizer, variants, overrides)
+    again = shlex.join(["metods-evo", "ablate", "--task", task, "--optimizer", optimizer, "--variants",
+                        ",".join(a.label for a in arms), "--seeds", str(seeds), "--budget-steps", str(budget_steps),
+                        "--out", str(out_dir), *[f"--set={k}={v}" for k, v in (overrides or {}).items()],
+                        *(["--threshold", f"{threshold:g}"] if threshold is not None else []),
+                        *(["--jobs", str(jobs)] if jobs > 1 else [])])
+    return run_arms("ablate", task, arms, seeds, budget_steps, out_dir, overrides, threshold, progress, jobs,
+                    command, again)
+
+
+def ablation_arms(task: str, optimizer: str, variants: Iterable[str] | None,
+                  overrides: dict[str, Any] | None = None) -> list[Arm]:
+    """The ablation arms for ``task``; variants identical to the task's defaults are dropped (asked-for ones
+    are refused, since their row would duplicate ``metods``)."""
+    _check_optimizers([optimizer])
+    asked = list(variants) if variants is not None else None
+    for name in asked or []:
+        if name not in ABLATIONS:
+            raise ConfigError(f"unknown variant {name!r}; choose from {', '.join(ABLATIONS)}")
+    if asked is not None and len(set(asked)) != len(asked):
+        raise ConfigError(f"variants are listed twice: {','.join(asked)}")
+    base = make_config(task, optimizer, {k: str(v) for k, v in (overrides or {}).items()})
+    arms = []
+    for name in asked if asked is not None else ABLATIONS:
+        change = ABLATIONS[name]
+        if change and make_config(task, optimizer, {**{k: str(v) for k, v in (overrides or {}).items()},
+                                                    **change}).to_json() == base.to_json():
+            if asked is not None:
+                raise ConfigError(f"variant {name!r} is {task}'s default model (the 'metods' row)")
+            continue
+        arms.append(Arm(name, optimizer, tuple(change.items())))
+    return arms
+
+
+def _check_optimizers(optimizers: list[str]) -> None:
     from metods_evo.train import OPTIMIZERS
 
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
     if not optimizers:
         raise ConfigError("give at least one optimizer")
     for name in optimizers:
@@ -113,6 +149,55 @@ def plan_runs(task: str, optimizers: list[str], seeds: int, budget_steps: int, o
             raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
     if len(set(optimizers)) != len(optimizers):
         raise ConfigError(f"optimizers are listed twice: {','.join(optimizers)}")
+
+
+def run_arms(kind: str, task: str, arms: list[Arm], seeds: int, budget_steps: int, out_dir: str | os.PathLike,
+             overrides: dict[str, Any] | None, threshold: float | None, progress: bool, jobs: int,
+             command: str | None, again: str) -> dict[str, Any]:
+    """Train every arm over seeds, then write ``<kind>.csv / .md / .png`` and COMMAND.md (``again`` is the
+    command that resumes or re-tabulates it)."""
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1 (got {jobs})")
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLDS.get(task)
+    if threshold is not None and not math.isfinite(threshold):
+        raise ConfigError(f"threshold must be a finite number (got {threshold})")
+    out = Path(out_dir)
+    runs = plan_runs(task, arms, seeds, budget_steps, out, overrides)
+    labels = [a.label for a in arms]
+
+    out.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"{kind} directory: {out} (re-run the same command with --out {out} to resume it)", file=sys.stderr)
+    _write_command(out, command, again, _title(task, labels, seeds, budget_steps), kind, jobs)
+    _execute([r for r in runs if r.status != "finished"], len(runs), progress, jobs)
+    summary = summarize(task, runs, threshold)
+    summary |= {"out_dir": str(out), "budget_steps": budget_steps, "jobs": jobs,
+                "label": {"compare": "optimizer", "ablate": "variant"}.get(kind, "agent")}
+    if kind == "ablate":
+        summary["changes"] = {a.label: ", ".join(f"{k}={v}" for k, v in a.overrides) or "defaults" for a in arms}
+    atomic_write_bytes(out / f"{kind}.csv", format_csv(summary).encode())
+    summary["table"] = format_table(summary)
+    atomic_write_bytes(out / f"{kind}.md", format_markdown(summary).encode())
+    try:
+        from metods_evo.plots import plot_compare
+
+        curves = {label: [RunDir(r.path).read_metrics() for r in runs if r.arm == label] for label in labels}
+        plot_compare(curves, out / f"{kind}.png", title=_title(task, labels, seeds, budget_steps),
+                     eval_key=f"eval/{summary['metric']}", threshold=threshold)
+    except ImportError:  # matplotlib is a dependency, but a broken install must not lose the table
+        pass
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def plan_runs(task: str, arms: list[Arm], seeds: int, budget_steps: int, out: Path,
+              overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
+    """Validate everything and find each run's state on disk; writes nothing."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
+    if not arms:
+        raise ConfigError("nothing to run")
     if seeds < 1 or budget_steps < 1:
         raise ConfigError(f"seeds and budget_steps must be >= 1 (got {seeds}, {budget_steps})")
     overrides = {k: str(v) for k, v in (overrides or {}).items()}
@@ -125,14 +210,15 @@ def plan_runs(task: str, optimizers: list[str], seeds: int, budget_steps: int, o
         raise ConfigError(f"--out {out} is a run directory, not a compare directory")
 
     runs = []
-    for seed in range(seeds):  # seed-major: a compare stopped half-way still has every optimizer's first seeds
-        for optimizer in optimizers:
+    for seed in range(seeds):  # seed-major: an experiment stopped half-way still has every arm's first seeds
+        for arm in arms:
             per_run = {"seed": str(seed), "budget_steps": str(budget_steps)}
             if "eval_every" not in overrides and "eval_every_steps" not in overrides:
                 per_run["eval_every_steps"] = str(max(1, budget_steps // EVALUATIONS))  # same marks for all
-            cfg = make_config(task, optimizer, overrides | per_run)
-            path = out / optimizer / f"seed{seed}"
-            runs.append(PlannedRun(optimizer, seed, cfg, path, _status(cfg, path)))
+            # arm overrides come last: an arm may set its own budget (e.g. an untrained reference agent)
+            cfg = make_config(task, arm.optimizer, overrides | per_run | dict(arm.overrides))
+            path = out / arm.label / f"seed{seed}"
+            runs.append(PlannedRun(arm.label, seed, cfg, path, _status(cfg, path)))
     return runs
 
 
@@ -195,7 +281,7 @@ def _execute(pending: list[PlannedRun], total: int, progress: bool, jobs: int) -
         for i, r in enumerate(pending, start=done + 1):
             if progress:
                 verb = "resuming" if r.status == "unfinished" else "training"
-                print(f"[{i}/{total}] {verb} {r.optimizer} seed {r.seed} -> {r.path}", file=sys.stderr)
+                print(f"[{i}/{total}] {verb} {r.arm} seed {r.seed} -> {r.path}", file=sys.stderr)
             _train_one(r.cfg, str(r.path), r.status == "unfinished", progress)
         return
 
@@ -214,7 +300,7 @@ def _execute(pending: list[PlannedRun], total: int, progress: bool, jobs: int) -
                 done += 1
                 if progress:
                     r = futures[future]
-                    print(f"[{done}/{total}] finished {r.optimizer} seed {r.seed} -> {r.path}", file=sys.stderr)
+                    print(f"[{done}/{total}] finished {r.arm} seed {r.seed} -> {r.path}", file=sys.stderr)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on error: runs in flight finish, the others are not started
 
@@ -233,7 +319,7 @@ def time_to_threshold(rows: list[dict[str, float]], threshold: float | None,
 
 
 def summarize(task: str, runs: list[PlannedRun], threshold: float | None) -> dict[str, Any]:
-    """Per run and per optimizer: final evaluation (eval.json), steps and time used, time to threshold."""
+    """Per run and per arm: final evaluation (eval.json), steps and time used, time to threshold."""
     metric = TASKS[task].load_class().main_metric
     per_run = []
     for r in runs:
@@ -244,19 +330,19 @@ def summarize(task: str, runs: list[PlannedRun], threshold: float | None) -> dic
             raise RunError(f"{run.file(EVAL)} is missing or corrupt: {err}") from None
         reached = time_to_threshold(run.read_metrics(), threshold, f"eval/{metric}")
         final = report["metrics"][metric]
-        per_run.append({"optimizer": r.optimizer, "seed": r.seed, "path": str(r.path),
+        per_run.append({"arm": r.arm, "seed": r.seed, "path": str(r.path),
                         "metrics": {name: value["mean"] for name, value in report["metrics"].items()},
                         "final": final["mean"], "final_std_episodes": final["std"], "episodes": report["episodes"],
                         "env_steps": report["env_steps"], "wall_s": report["wall_s"],
                         "threshold_env_steps": reached[0] if reached else None,
                         "threshold_wall_s": reached[1] if reached else None})
     rows = []
-    for optimizer in dict.fromkeys(r.optimizer for r in runs):
-        mine = [p for p in per_run if p["optimizer"] == optimizer]
+    for arm in dict.fromkeys(r.arm for r in runs):
+        mine = [p for p in per_run if p["arm"] == arm]
         finals = [p["final"] for p in mine]
         hits = [p for p in mine if p["threshold_env_steps"] is not None]
         rows.append({
-            "optimizer": optimizer, "seeds": len(mine),
+            "arm": arm, "seeds": len(mine),
             "final_mean": statistics.fmean(finals),
             "final_std": statistics.stdev(finals) if len(finals) > 1 else math.nan,  # sample std (n - 1)
             "env_steps": statistics.fmean(p["env_steps"] for p in mine),
@@ -271,10 +357,10 @@ def summarize(task: str, runs: list[PlannedRun], threshold: float | None) -> dic
 
 # ---------------------------------------------------------------------------------------------- output
 def format_csv(summary: dict[str, Any]) -> str:
-    """One row per optimizer. Time-to-threshold cells: "n/a" without a threshold, empty if no seed reached it."""
+    """One row per arm. Time-to-threshold cells: "n/a" without a threshold, empty if no seed reached it."""
     m = summary["metric"]
-    header = ["optimizer", "seeds", f"final_{m}_mean", f"final_{m}_std", "env_steps_mean", "wall_s_mean",
-              "threshold", "seeds_reached", "env_steps_to_threshold", "wall_s_to_threshold"]
+    header = [summary.get("label", "optimizer"), "seeds", f"final_{m}_mean", f"final_{m}_std", "env_steps_mean",
+              "wall_s_mean", "threshold", "seeds_reached", "env_steps_to_threshold", "wall_s_to_threshold"]
     lines = [",".join(header)]
     for row in summary["rows"]:
         if summary["threshold"] is None:
@@ -283,16 +369,16 @@ def format_csv(summary: dict[str, Any]) -> str:
             tail = [repr(summary["threshold"]), f"{row['reached']}/{row['seeds']}",
                     *("" if row[k] is None else repr(row[k]) for k in ("threshold_env_steps", "threshold_wall_s"))]
         std = "" if math.isnan(row["final_std"]) else repr(row["final_std"])
-        lines.append(",".join([row["optimizer"], str(row["seeds"]), repr(row["final_mean"]), std,
+        lines.append(",".join([row["arm"], str(row["seeds"]), repr(row["final_mean"]), std,
                                repr(row["env_steps"]), repr(row["wall_s"]), *tail]))
     return "\n".join(lines) + "\n"
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """The per-optimizer Markdown table."""
-    t, m = summary["threshold"], summary["metric"]
+    """The per-arm Markdown table."""
+    t, m, label = summary["threshold"], summary["metric"], summary.get("label", "optimizer")
     bar = "n/a" if t is None else f"{t:g}"
-    lines = [f"| optimizer | seeds | final {m} (mean ± std over seeds) | env steps | wall time | "
+    lines = [f"| {label} | seeds | final {m} (mean ± std over seeds) | env steps | wall time | "
              f"env steps to {m} ≥ {bar} | wall time to ≥ {bar} | seeds reaching {bar} |",
              "|---|---|---|---|---|---|---|---|"]
     for row in summary["rows"]:
@@ -303,48 +389,51 @@ def format_table(summary: dict[str, Any]) -> str:
             reached = f"{row['reached']}/{row['seeds']} seeds"
             steps = "never" if row["threshold_env_steps"] is None else f"{row['threshold_env_steps']:,.0f}"
             wall = "never" if row["threshold_wall_s"] is None else _duration(row["threshold_wall_s"])
-        lines.append(f"| {row['optimizer']} | {row['seeds']} | {final} | {row['env_steps']:,.0f} | "
+        lines.append(f"| {row['arm']} | {row['seeds']} | {final} | {row['env_steps']:,.0f} | "
                      f"{_duration(row['wall_s'])} | {steps} | {wall} | {reached} |")
     return "\n".join(lines)
 
 
 def format_markdown(summary: dict[str, Any]) -> str:
-    m, t = summary["metric"], summary["threshold"]
-    optimizers = [row["optimizer"] for row in summary["rows"]]
-    lines = [f"# {_title(summary['task'], optimizers, summary['seeds'], summary['budget_steps'])}", "",
-             summary["table"], "",
+    m, t, label = summary["metric"], summary["threshold"], summary.get("label", "optimizer")
+    arms = [row["arm"] for row in summary["rows"]]
+    lines = [f"# {_title(summary['task'], arms, summary['seeds'], summary['budget_steps'])}", "",
+             summary["table"], ""]
+    if "changes" in summary:
+        lines += [f"- {arm}: {change}" for arm, change in summary["changes"].items()] + [""]
+    lines += [
              f"- final {m}: the run's best theta (chosen by the periodic evaluations) scored on "
              f"{summary['runs'][0]['episodes']} fresh episodes (`eval.json`); ± is the standard deviation across "
              "seeds (n - 1).",
              "- env steps, wall time: used by the whole run (training and periodic evaluations, start-up excluded).",
              f"- to threshold: the first periodic evaluation with {m} ≥ {'n/a' if t is None else f'{t:g}'}, averaged "
              "over the seeds that reached it. Its resolution is one evaluation interval (by default budget / "
-             f"{EVALUATIONS} env steps, the same for every optimizer)."]
+             f"{EVALUATIONS} env steps, the same for every {label})."]
     if summary["jobs"] > 1:
         lines.append(f"- {summary['jobs']} runs trained at once (one process and one torch thread each): wall "
                      "times were measured under contention for the machine's cores.")
     names = list(summary["runs"][0].get("metrics", {}))
     if len(names) > 1:  # every task metric of the final evaluations (e.g. maze: steps to 1st reward, success)
         lines += ["", "## All task metrics (final evaluation; mean ± std over seeds)", "",
-                  "| optimizer | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for optimizer in optimizers:
-            values = [[p["metrics"][n] for p in summary["runs"] if p["optimizer"] == optimizer] for n in names]
+                  f"| {label} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for arm in arms:
+            values = [[p["metrics"][n] for p in summary["runs"] if p["arm"] == arm] for n in names]
             cells = [f"{statistics.fmean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
                      for v in values]
-            lines.append(f"| {optimizer} | " + " | ".join(cells) + " |")
-    lines += ["", "## Runs", "", f"| optimizer | seed | final {m} (± std over episodes) | env steps | wall time | "
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += ["", "## Runs", "", f"| {label} | seed | final {m} (± std over episodes) | env steps | wall time | "
               "env steps to threshold | wall time to threshold | directory |", "|---|---|---|---|---|---|---|---|"]
     for p in summary["runs"]:
         steps, wall = p["threshold_env_steps"], p["threshold_wall_s"]
         steps = "n/a" if t is None else "never" if steps is None else f"{steps:,.0f}"
         wall = "n/a" if t is None else "never" if wall is None else _duration(wall)
-        lines.append(f"| {p['optimizer']} | {p['seed']} | {p['final']:.3f} ± {p['final_std_episodes']:.3f} | "
+        lines.append(f"| {p['arm']} | {p['seed']} | {p['final']:.3f} ± {p['final_std_episodes']:.3f} | "
                      f"{p['env_steps']:,} | {_duration(p['wall_s'])} | {steps} | {wall} | `{p['path']}` |")
     return "\n".join(lines) + "\n"
 
 
-def _title(task: str, optimizers: list[str], seeds: int, budget_steps: int) -> str:
-    return f"{task}: {' vs '.join(optimizers)}, {seeds} seed{'s' if seeds > 1 else ''}, {budget_steps:,} env steps each"
+def _title(task: str, arms: list[str], seeds: int, budget_steps: int) -> str:
+    return f"{task}: {' vs '.join(arms)}, {seeds} seed{'s' if seeds > 1 else ''}, {budget_steps:,} env steps each"
 
 
 def _duration(seconds: float) -> str:
@@ -368,21 +457,19 @@ def cli_command(task: str, optimizers: list[str], seeds: int, budget_steps: int,
     return shlex.join(args)
 
 
-def _write_command(out: Path, command: str | None, task, optimizers, seeds, budget_steps, overrides, threshold,
-                   jobs) -> None:
+def _write_command(out: Path, command: str | None, again: str, title: str, kind: str, jobs: int) -> None:
     """COMMAND.md: the first invocation in full; each later one (a resume or re-tabulation) appends a line."""
     import torch
 
     path = out / COMMAND_MD
     now = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    command = command or "(called from Python: metods_evo.experiments.compare)"
-    again = cli_command(task, optimizers, seeds, budget_steps, out, overrides, threshold, jobs)
+    command = command or f"(called from Python: metods_evo.experiments.{kind})"
     if path.exists():
         text = path.read_text() + f"- {now}: run again: `{command}`\n"
     else:
         parallel = ("one run at a time" if jobs == 1 else
                     f"{jobs} runs at once in separate processes: wall times are measured under contention")
-        text = (f"# metods-evo compare — {_title(task, optimizers, seeds, budget_steps)}\n\n"
+        text = (f"# metods-evo {kind} — {title}\n\n"
                 f"```bash\n{command}\n```\n\n"
                 f"To resume it after a kill, or re-tabulate it (e.g. with another `--threshold`):\n\n"
                 f"```bash\n{again}\n```\n\n"
@@ -392,5 +479,5 @@ def _write_command(out: Path, command: str | None, task, optimizers, seeds, budg
     atomic_write_bytes(path, text.encode())
 
 
-__all__ = ["DEFAULT_THRESHOLDS", "compare", "format_csv", "format_table", "plan_runs", "summarize",
-           "time_to_threshold"]
+__all__ = ["ABLATIONS", "DEFAULT_THRESHOLDS", "ablate", "compare", "format_csv", "format_table", "plan_runs",
+           "summarize", "time_to_threshold"]

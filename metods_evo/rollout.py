@@ -9,6 +9,7 @@ ended, so no step is spent on finished episodes beyond the slowest one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +36,11 @@ class RolloutResult:
     trace: dict[str, list[Tensor]] = field(default_factory=dict)
     inputs: dict[str, Tensor] = field(default_factory=dict)
     """With ``record=True``: what the model saw, so ``replay`` can re-run the episodes with gradients:
-    ``obs [T, P, E, obs]``, ``actions [T, P, E]`` and the initial plastic state ``W0 [P, E, N, N]``."""
+    ``obs [T, P, E, obs]``, ``actions [T, P, E]`` (``[T, P, E, A]`` for continuous tasks, before clipping) and
+    ``state0``, the initial model state (MetODS: ``{"W": [P, E, N, N]}``)."""
+    task_state: dict[str, Tensor] = field(default_factory=dict)
+    """The task's state after the last step, batch ``P * E`` individual-major (e.g. each episode's hidden
+    direction in the MuJoCo tasks, for evaluations that split results by it)."""
 
     @property
     def valid(self) -> Tensor:
@@ -73,10 +78,47 @@ def select_actions(logits: Tensor, mode: str, generator: torch.Generator | None,
     return (logits + gumbel).argmax(-1)
 
 
-def policy_terms(out: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-    """Log-probability of ``action`` and entropy of the categorical policy with logits ``out``."""
+def sample_gaussian(mean: Tensor, log_std: Tensor, mode: str, generator: torch.Generator | None,
+                    shared_axes: int = 0) -> Tensor:
+    """Continuous actions: the mean (greedy) or mean + std * N(0, 1) noise shared over ``shared_axes``.
+
+    ``log_std`` ``[P, A]`` is state-independent (learnt per individual) and broadcast over the agents. The
+    returned action is unbounded; ``env_action`` clips it into the task's bounds.
+    """
+    if mode == "greedy":
+        return mean
+    noise = torch.randn(mean.shape[shared_axes:], generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + _agent_axes(log_std, mean).exp() * noise
+
+
+def env_action(action: Tensor, task: Task) -> Tensor:
+    """What the environment receives (and the model sees as its previous action): continuous actions clipped
+    into ``[task.action_low, task.action_high]`` (as CleanRL's ``ClipAction``); discrete ones unchanged."""
+    return action if task.discrete else action.clamp(task.action_low, task.action_high)
+
+
+def _agent_axes(log_std: Tensor, like: Tensor) -> Tensor:
+    """``[P, A]`` -> ``[P, 1, ..., A]`` broadcasting against ``like`` ``[P, E, ..., A]``."""
+    return log_std.view(log_std.shape[0], *([1] * (like.dim() - 2)), log_std.shape[-1])
+
+
+def policy_terms(out: Tensor, action: Tensor, log_std: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Log-probability of ``action`` and entropy of the policy: categorical with logits ``out``, or (when
+    ``log_std`` is given) a diagonal Gaussian with mean ``out``, evaluated on the unclipped action."""
+    if log_std is not None:
+        log_std = _agent_axes(log_std, out).expand_as(out)
+        z = (action - out) / log_std.exp()
+        log_prob = (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return log_prob, (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
     logp_all = torch.log_softmax(out, -1)
     return logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
+
+
+def first_action(task: Task, batch: tuple[int, ...], device: torch.device) -> Tensor:
+    """The "previous action" at an episode's start: -1 (none) for discrete tasks, zeros for continuous ones."""
+    if task.discrete:
+        return torch.full(batch, -1, dtype=torch.long, device=device)
+    return torch.zeros(*batch, task.action_dim, device=device)
 
 
 def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, generator: torch.Generator, *,
@@ -85,49 +127,59 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     """Run ``num_episodes`` episodes for each of the P individuals in ``params``.
 
     ``record=True`` keeps log-probs, values and entropies (with autograd when enabled) and the model's
-    inputs for policy-gradient training; ``truncate=K`` cuts the gradient through the plastic state
-    every K steps (truncated BPTT). ``trace=True`` keeps per-step plastic states and actions for analysis.
+    inputs for policy-gradient training; ``truncate=K`` cuts the gradient through the model state
+    every K steps (truncated BPTT). ``trace=True`` keeps per-step model states and actions for analysis.
+    The model state is a dict of ``[P, E, ...]`` tensors (MetODS: the plastic weights ``W``).
     """
     pop = params[model.spec.names[0]].shape[0]
     task_state, obs = task.reset(num_episodes, generator)
     task_state, obs = tile(task_state, pop), obs.repeat(pop, 1)
     device, batch = obs.device, (pop, num_episodes)
+    log_std = None if task.discrete else params["log_std"]
+    if getattr(model, "stochastic", False):  # e.g. the random baseline: its policy is its noise
+        action_mode = "sample"
     model_state = model.initial_state(params, num_episodes, generator)
-    inputs = {"W0": model_state["W"].detach().clone()} if record else {}
+    inputs = {"state0": {k: v.detach().clone() for k, v in model_state.items()}} if record else {}
     observations, actions = [], []
-    prev_action = torch.full(batch, -1, dtype=torch.long, device=device)
+    prev_action = first_action(task, batch, device)
     prev_reward = torch.zeros(batch, device=device)
     alive = torch.ones(batch, dtype=torch.bool, device=device)
     finite = torch.ones(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     rewards, log_probs, values, entropies = [], [], [], []
-    traces: dict[str, list[Tensor]] = {"W": [], "action": [], "obs": []} if trace else {}
+    traces: dict[str, list[Tensor]] = {k: [] for k in (*model_state, "action", "obs")} if trace else {}
     # On an accelerator, checking "all done?" every step would sync with the host; check rarely there.
     check_every = 1 if device.type == "cpu" else 8
     for t in range(task.max_steps):
         out, value, model_state = model.step(params, model_state, obs.view(*batch, -1), prev_action, prev_reward)
         finite &= torch.isfinite(out).all(-1)
         out = torch.nan_to_num(out, nan=0.0, posinf=1e6, neginf=-1e6)
-        action = select_actions(out, action_mode, generator, shared_axes=1)
+        if task.discrete:
+            action = select_actions(out, action_mode, generator, shared_axes=1)
+        else:
+            action = sample_gaussian(out, log_std, action_mode, generator, shared_axes=1)
         if record:
-            log_prob, entropy = policy_terms(out, action)
+            log_prob, entropy = policy_terms(out, action, log_std)
             log_probs.append(log_prob)
             entropies.append(entropy)
             values.append(value)
             observations.append(obs.view(*batch, -1))
-            actions.append(action)
+            actions.append(action.detach())
         if truncate and (t + 1) % truncate == 0:
             model_state = {k: v.detach() for k, v in model_state.items()}
         if trace:
-            traces["W"].append(model_state["W"].detach())
-            traces["action"].append(action)
+            for k, v in model_state.items():
+                traces[k].append(v.detach())
+            traces["action"].append(action.detach())
             traces["obs"].append(obs.view(*batch, -1))
-        task_state, obs, reward, done = task.step(task_state, action.view(-1), generator)
+        applied = env_action(action.detach(), task)
+        task_state, obs, reward, done = task.step(task_state, applied.reshape(pop * num_episodes, *applied.shape[2:]),
+                                                  generator)
         reward = reward.view(batch) * alive
         rewards.append(reward)
         lengths += alive
         alive = alive & ~done.view(batch)
-        prev_action, prev_reward = action, reward
+        prev_action, prev_reward = applied, reward
         if (t + 1) % check_every == 0 and not bool(alive.any()):
             break
     reward_trace = torch.stack(rewards)
@@ -137,29 +189,37 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     if record:
         inputs |= {"obs": torch.stack(observations).detach(), "actions": torch.stack(actions)}
     return RolloutResult(reward_trace, lengths, metrics, finite, int(lengths.sum()), stack(log_probs), stack(values),
-                         stack(entropies), traces, inputs)
+                         stack(entropies), traces, inputs, task_state)
 
 
-def replay(model, params: dict[str, Tensor], w0: Tensor, obs: Tensor, actions: Tensor, rewards: Tensor, *,
-           truncate: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def episodes_of(inputs: dict, index: Tensor) -> dict:
+    """The recorded inputs of a subset of episodes (``index`` along the E axis)."""
+    return {"state0": {k: v[:, index] for k, v in inputs["state0"].items()},
+            "obs": inputs["obs"][:, :, index], "actions": inputs["actions"][:, :, index]}
+
+
+def replay(model, params: dict[str, Tensor], task: Task, state0: dict[str, Tensor], obs: Tensor, actions: Tensor,
+           rewards: Tensor, *, truncate: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Re-run recorded episodes through the model (with autograd) -> log-probs, values, entropies ``[T, P, E]``.
 
-    The inputs are a recorded rollout's ``W0 [P, E, N, N]``, ``obs [T, P, E, obs]``, ``actions [T, P, E]`` and
-    ``rewards [T, P, E]`` (any subset of its episodes): the model sees exactly what it saw while acting, the
-    plastic state re-computed from each episode's start. PPO scores its updated policy with this.
+    The inputs are a recorded rollout's initial model state (``state0``, tensors ``[P, E, ...]``), ``obs [T, P,
+    E, obs]``, ``actions`` (``[T, P, E]``, or ``[T, P, E, A]`` unclipped for continuous tasks) and ``rewards [T,
+    P, E]`` (any subset of its episodes): the model sees exactly what it saw while acting, its state re-computed
+    from each episode's start. PPO scores its updated policy with this.
     """
-    state = {"W": w0}
-    prev_action = torch.full(actions.shape[1:], -1, dtype=torch.long, device=actions.device)
+    state = dict(state0)
+    log_std = None if task.discrete else params["log_std"]
+    prev_action = first_action(task, tuple(rewards.shape[1:]), rewards.device)
     prev_reward = torch.zeros(rewards.shape[1:], dtype=rewards.dtype, device=rewards.device)
     log_probs, values, entropies = [], [], []
     for t in range(actions.shape[0]):
         out, value, state = model.step(params, state, obs[t], prev_action, prev_reward)
         out = torch.nan_to_num(out, nan=0.0, posinf=1e6, neginf=-1e6)
-        log_prob, entropy = policy_terms(out, actions[t])
+        log_prob, entropy = policy_terms(out, actions[t], log_std)
         log_probs.append(log_prob)
         entropies.append(entropy)
         values.append(value)
         if truncate and (t + 1) % truncate == 0:
             state = {k: v.detach() for k, v in state.items()}
-        prev_action, prev_reward = actions[t], rewards[t]
+        prev_action, prev_reward = env_action(actions[t], task), rewards[t]
     return torch.stack(log_probs), torch.stack(values), torch.stack(entropies)

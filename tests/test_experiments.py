@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import metods_evo.train
 from metods_evo.cli import main
 from metods_evo.config import ConfigError, make_config
-from metods_evo.experiments import compare, time_to_threshold
+from metods_evo.experiments import ablate, compare, time_to_threshold
 from metods_evo.optimizers.es import ESTrainer
 from metods_evo.runs import RunDir
 
@@ -90,7 +90,7 @@ def test_table_and_plot_match_the_runs(compared):
         assert float(row["wall_s_to_threshold"]) == pytest.approx(statistics.fmean(m[0]["wall_s"] for m in metrics))
         final_cell = f"{statistics.fmean(finals):.3f} ± {statistics.stdev(finals):.3f}"
         assert f"| {row['optimizer']} | 2 | {final_cell} |" in md and "2/2 seeds" in md
-    assert summary["table"] in md and [r["optimizer"] for r in summary["rows"]] == ["es", "narrow-es"]
+    assert summary["table"] in md and [r["arm"] for r in summary["rows"]] == ["es", "narrow-es"]
     # the two optimizers really are different runs (not one run tabulated twice)
     assert (out / "es/seed0/metrics.csv").read_text() != (out / "narrow-es/seed0/metrics.csv").read_text()
     png = (out / "compare.png").read_bytes()
@@ -250,3 +250,40 @@ def test_sections_an_optimizer_does_not_read_are_not_compared():
     ppo_a, ppo_b = RunConfig(optimizer="ppo"), RunConfig(optimizer="ppo")
     ppo_b.ppo.target_kl = 0.5
     assert [k for k, _, _ in _differences(_relevant(ppo_a), _relevant(ppo_b))] == ["ppo.target_kl"]
+
+
+def test_ablate_trains_each_variant_and_tabulates_it(tmp_path):
+    """Each variant is one change from the task's defaults, in its own run directory, with its own row."""
+    out = tmp_path / "abl"
+    summary = ablate("harlow", ["metods", "depth-1", "scalar-alpha"], 1, BUDGET, out, optimizer="es",
+                     overrides=TINY, progress=False)
+    assert [r["arm"] for r in summary["rows"]] == ["metods", "depth-1", "scalar-alpha"]
+    configs = {name: RunDir.open(out / name / "seed0").config() for name in ("metods", "depth-1", "scalar-alpha")}
+    assert (configs["metods"].model.depth, configs["metods"].model.alpha) == (3, "matrix")
+    assert (configs["depth-1"].model.depth, configs["depth-1"].model.alpha) == (1, "matrix")
+    assert (configs["scalar-alpha"].model.depth, configs["scalar-alpha"].model.alpha) == (3, "scalar")
+    assert all(c.model.write == "linear" and c.model.n == 8 for c in configs.values())  # preset and --set kept
+    rows = read_csv(out / "ablate.csv")
+    assert [r["variant"] for r in rows] == ["metods", "depth-1", "scalar-alpha"]
+    for row in rows:
+        final = eval_report(out / row["variant"] / "seed0")["metrics"]["return"]["mean"]
+        assert float(row["final_return_mean"]) == final
+    md = (out / "ablate.md").read_text()
+    assert "| variant | seeds |" in md and "- depth-1: model.depth=1" in md
+    assert (out / "ablate.png").read_bytes()[:4] == b"\x89PNG"
+    command = (out / "COMMAND.md").read_text()
+    assert "metods-evo ablate --task harlow --optimizer es --variants metods,depth-1,scalar-alpha" in command
+
+
+def test_ablate_defaults_and_bad_variants():
+    from metods_evo.experiments import ablation_arms
+
+    maze = [arm.label for arm in ablation_arms("maze", "ppo", None)]
+    assert maze[0] == "metods" and "write-linear" not in maze and "w0-zero" not in maze  # maze's own defaults
+    assert {"depth-1", "scalar-alpha", "write-hebbian", "write-mlp", "w0-learnt", "w0-random"} <= set(maze)
+    with pytest.raises(ConfigError, match="unknown variant"):
+        ablation_arms("maze", "ppo", ["depth-2"])
+    with pytest.raises(ConfigError, match="default model"):
+        ablation_arms("maze", "ppo", ["write-linear"])
+    result = CliRunner().invoke(main, ["ablate", "--task", "maze", "--variants", "nope", "--budget-steps", "10"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "unknown variant" in result.output

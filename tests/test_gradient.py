@@ -10,7 +10,7 @@ from metods_evo.config import ModelConfig, PGConfig, make_config
 from metods_evo.models.metods import MetODS
 from metods_evo.optimizers.hybrid import HybridTrainer, plasticity_mask
 from metods_evo.optimizers.pg import actor_critic_loss, gae
-from metods_evo.rollout import replay, rollout
+from metods_evo.rollout import episodes_of, replay, rollout
 from metods_evo.tasks import TASKS, make_task, register
 from metods_evo.tasks.base import Task
 from metods_evo.train import make_trainer
@@ -62,16 +62,17 @@ def test_replay_reproduces_recorded_rollout(variant):
     model, theta, result = recorded_episodes(**variant)
     inputs = result.inputs
     with torch.no_grad():
-        log_probs, values, entropies = replay(model, model.spec.unflatten(theta), inputs["W0"], inputs["obs"],
-                                              inputs["actions"], result.rewards)
+        log_probs, values, entropies = replay(model, model.spec.unflatten(theta), make_task("harlow"),
+                                              inputs["state0"], inputs["obs"], inputs["actions"], result.rewards)
     torch.testing.assert_close(log_probs, result.log_probs)
     torch.testing.assert_close(values, result.values)
     torch.testing.assert_close(entropies, result.entropies)
     # a subset of episodes replays on its own (PPO's minibatches)
     pick = torch.tensor([2, 0])
     with torch.no_grad():
-        sub, _, _ = replay(model, model.spec.unflatten(theta), inputs["W0"][:, pick], inputs["obs"][:, :, pick],
-                           inputs["actions"][:, :, pick], result.rewards[:, :, pick])
+        episodes = episodes_of(inputs, pick)
+        sub, _, _ = replay(model, model.spec.unflatten(theta), make_task("harlow"), episodes["state0"],
+                           episodes["obs"], episodes["actions"], result.rewards[:, :, pick])
     torch.testing.assert_close(sub, result.log_probs[:, :, pick])
 
 
@@ -93,19 +94,21 @@ def test_episode_loss_gradient_matches_finite_differences(truncate):
     from finite differences exactly by the cut terms: checked against a truncated reference instead."""
     model, theta, result = recorded_episodes(episodes=2, seed=3)
     theta = theta.double()
-    inputs = {k: v.double() if v.is_floating_point() else v for k, v in result.inputs.items()}
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in result.inputs.items() if k != "state0"}
+    inputs["state0"] = {k: v.double() for k, v in result.inputs["state0"].items()}
+    task = make_task("harlow")
     rewards = result.rewards.double()
     valid = result.valid[:, 0]
     mask = valid.double()
     pg = PGConfig(normalize_advantages=False)
     with torch.no_grad():
-        _, values, _ = replay(model, model.spec.unflatten(theta), inputs["W0"], inputs["obs"], inputs["actions"],
-                              rewards)
+        _, values, _ = replay(model, model.spec.unflatten(theta), task, inputs["state0"], inputs["obs"],
+                              inputs["actions"], rewards)
     adv, returns = gae(rewards[:, 0], values[:, 0], valid, 0.9, 0.95)
 
     def loss_of(th, cut=0):
-        lp, v, ent = replay(model, model.spec.unflatten(th), inputs["W0"], inputs["obs"], inputs["actions"],
-                            rewards, truncate=cut)
+        lp, v, ent = replay(model, model.spec.unflatten(th), task, inputs["state0"], inputs["obs"],
+                            inputs["actions"], rewards, truncate=cut)
         return actor_critic_loss(pg, lp[:, 0], v[:, 0], ent[:, 0], adv, returns, mask)[0]
 
     th = theta.clone().requires_grad_()

@@ -1,14 +1,45 @@
-"""Models: functional, population-batched policies. ``build_model(cfg, task)`` picks the one a run uses."""
+"""Model registry: ``register_model(kind, factory)`` and ``build_model(cfg, task)``.
+
+A model is stateless and population-batched: its weights come in as ``params`` (``spec.unflatten`` of a
+flat theta ``[P, D]``) and its memory as an explicit ``state`` dict of ``[P, E, ...]`` tensors. It provides
+``spec`` (a ``ParamSpec``), ``num_params``, ``init_params(generator) -> [D]``,
+``initial_state(params, num_agents, generator) -> state`` and
+``step(params, state, obs, prev_action, prev_reward) -> (policy output, value, state)``, where the policy
+output is logits ``[P, E, A]`` (discrete) or a Gaussian mean ``[P, E, A]`` with a ``log_std`` parameter
+``[P, A]`` (continuous). Models with ``stochastic = True`` are always sampled, never argmax'ed.
+Factories are ``"module:Class"`` strings, imported on first use, called as
+``Class(model_cfg, obs_dim, num_actions, action_dim)``.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from metods_evo.config import RunConfig
 from metods_evo.models.metods import MetODS
 
-
-def build_model(cfg: RunConfig, task) -> MetODS:
-    """The MetODS model sized for ``task`` (observation, discrete actions or continuous action size)."""
-    return MetODS(cfg.model, task.obs_dim, task.num_actions, task.action_dim)
+MODELS: dict[str, str] = {}
 
 
-__all__ = ["MetODS", "build_model"]
+def register_model(kind: str, entry_point: str) -> None:
+    """Register a model class under ``kind`` (the value of ``model.kind``)."""
+    if kind in MODELS:
+        raise ValueError(f"model {kind!r} is already registered")
+    MODELS[kind] = entry_point
+
+
+def build_model(cfg: RunConfig, task):
+    """The model ``cfg.model.kind`` sized for ``task`` (observation, discrete actions or continuous action size)."""
+    if cfg.model.kind not in MODELS:
+        raise ValueError(f"unknown model.kind {cfg.model.kind!r}; choose from {', '.join(sorted(MODELS))}")
+    module_name, class_name = MODELS[cfg.model.kind].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(cfg.model, task.obs_dim, task.num_actions, task.action_dim)
+
+
+register_model("metods", "metods_evo.models.metods:MetODS")
+register_model("rl2", "metods_evo.models.rl2:RL2")
+register_model("maml", "metods_evo.models.maml:MAML")
+register_model("random", "metods_evo.models.baselines:RandomPolicy")
+
+__all__ = ["MODELS", "MetODS", "build_model", "register_model"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metods_evo.config import RunConfig
+from metods_evo.config import ConfigError, RunConfig
 from metods_evo.optimizers.a2c import A2CTrainer
 from metods_evo.optimizers.es import ESTrainer
 from metods_evo.optimizers.ppo import PPOTrainer
@@ -52,6 +52,9 @@ class HybridTrainer:
         if self.mode == "split":
             self.pg = self.gradient_cls(cfg)
             self.mask = plasticity_mask(self.pg.model)
+            if not self.mask.any():  # validate() rejects non-MetODS kinds; this guards a model built otherwise
+                raise ConfigError(f"hybrid.mode=split needs plasticity parameters ({', '.join(PLASTICITY)}); "
+                                  f"model.kind={cfg.model.kind} has none")
             self.pg.trainable = (~self.mask).float().to(cfg.device)
             subset = self.mask.nonzero().squeeze(1)
             self.es: ESTrainer | None = ESTrainer(cfg, subset=subset, theta=self.pg.center())

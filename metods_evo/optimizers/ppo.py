@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from metods_evo.optimizers.pg import PolicyGradientTrainer, actor_critic_loss, gae
-from metods_evo.rollout import replay, rollout
+from metods_evo.rollout import episodes_of, replay, rollout
 
 
 class PPOTrainer(PolicyGradientTrainer):
@@ -35,9 +35,10 @@ class PPOTrainer(PolicyGradientTrainer):
             order = torch.randperm(pg.episodes, generator=generator, device=generator.device)
             kl = []
             for batch in order.split(per_batch):
+                episodes = episodes_of(inputs, batch)
                 log_probs, values, entropies = replay(
-                    self.model, self.params(), inputs["W0"][:, batch], inputs["obs"][:, :, batch],
-                    inputs["actions"][:, :, batch], result.rewards[:, :, batch], truncate=pg.bptt_truncate)
+                    self.model, self.params(), self.task, episodes["state0"], episodes["obs"], episodes["actions"],
+                    result.rewards[:, :, batch], truncate=pg.bptt_truncate)
                 mask = valid[:, batch].float()
                 loss, stats = actor_critic_loss(pg, log_probs[:, 0], values[:, 0], entropies[:, 0],
                                                 advantages[:, batch], returns[:, batch], mask,

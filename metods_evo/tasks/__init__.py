@@ -66,5 +66,9 @@ register("harlow", "metods_evo.tasks.harlow:HarlowTask", gym_id="metods_evo/Harl
          description="1-D Harlow one-shot learning (5 trials, two objects)")
 register("maze", "metods_evo.tasks.maze:MazeTask", gym_id="metods_evo/Maze-v0",
          description="partially observable Prim's maze with an invisible target")
+register("cheetah-dir", "metods_evo.tasks.locomotion:CheetahDirTask", gym_id="metods_evo/CheetahDir-v0",
+         description="MuJoCo HalfCheetah-v5, hidden direction +-x (needs the mujoco extra)")
+register("ant-dir", "metods_evo.tasks.locomotion:AntDirTask", gym_id="metods_evo/AntDir-v0",
+         description="MuJoCo Ant-v5, hidden direction +-x or any angle (needs the mujoco extra)")
 
 __all__ = ["TASKS", "Task", "TaskSpec", "TaskState", "make_task", "register"]

@@ -26,6 +26,9 @@ class Task:
     """Number of discrete actions (0 for continuous tasks)."""
     action_dim: int = 0
     """Length of a continuous action vector (0 for discrete tasks)."""
+    action_low: float = -1.0
+    action_high: float = 1.0
+    """Bounds of every continuous action coordinate; the rollout clips the policy's actions into them."""
     max_steps: int
     """Upper bound on an episode's length; the rollout never runs longer."""
     main_metric: ClassVar[str] = "return"

@@ -1,0 +1,59 @@
+"""`reproduce EXPERIMENT --quick`: trains MetODS and the baselines, evaluates every setting, writes the paper table."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from metods_evo.cli import main
+from metods_evo.reproduce import EXPERIMENTS
+from metods_evo.runs import RunDir
+
+
+@pytest.fixture(scope="module")
+def maze_table(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "maze-table"
+    result = CliRunner().invoke(main, ["reproduce", "maze-table", "--quick", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_table):
+    out, printed = maze_table
+    exp = EXPERIMENTS["maze-table"]
+    table = (out / "table.md").read_text()
+    assert table in printed + "\n" or table.splitlines()[2] in printed
+    rows = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
+            for line in (out / "table.csv").read_text().splitlines()[1:]}
+    assert list(rows) == ["metods", "rl2", "maml", "random"]
+    for agent, values in rows.items():
+        cfg = RunDir.open(out / agent / "seed0").config()
+        assert cfg.model.kind == agent
+        reports = {s: json.loads((out / agent / "seed0" / f"eval-{s}.json").read_text()) for s in ("8x8", "10x10")}
+        assert reports["10x10"]["task_options"]["size"] == 10 and "size" not in reports["8x8"]["task_options"]
+        for i, column in enumerate(exp.columns):  # one seed: the pooled mean and std are that run's
+            stats = reports[column.setting]["metrics"][column.metric]
+            assert values[2 * i] == pytest.approx(stats["mean"]) and values[2 * i + 1] == pytest.approx(stats["std"])
+        paper = exp.paper[agent]
+        assert f"| {agent} | " in table and f" / {paper[2]} |" in table  # the paper's cumulative reward beside ours
+    assert RunDir.open(out / "maml" / "seed0").config().model.maml_adapt_steps == 50
+    assert RunDir.open(out / "random" / "seed0").config().budget_steps == 1  # nothing to train
+    for name in ("training.md", "training.csv", "COMMAND.md"):
+        assert (out / name).is_file()
+    assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert math.isfinite(rows["metods"][4])
+
+
+def test_reproduce_resumes_without_retraining_or_reevaluating(maze_table):
+    out, _ = maze_table
+    files = sorted(p for p in out.rglob("*") if p.name in ("eval.json", "eval-8x8.json", "agent.pt"))
+    before = {p: p.stat().st_mtime_ns for p in files}
+    result = CliRunner().invoke(main, ["reproduce", "maze-table", "--quick", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
+
+def test_reproduce_bad_input_is_one_line():
+    result = CliRunner().invoke(main, ["reproduce", "maze-tabel", "--quick"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "unknown experiment" in result.output
