@@ -130,7 +130,10 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
               help="How the agent picks actions. [default: as the run was evaluated: greedy for ES, sampled for "
                    "gradient-trained runs]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json) -> None:
+@click.option("--plot", default=None, metavar="PNG",
+              help="Figure of the reward per time step (and Meta-World success per rollout). [default: "
+                   "RUN/evaluate.png]")
+def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) -> None:
     """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
     import torch
 
@@ -165,6 +168,12 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json) -> None:
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
     report = evaluate_theta(cfg, theta, episodes, seed, task_options=options)
     click.echo(to_json(report) if as_json else format_table(report))
+    from metods_evo.plots import plot_evaluation
+
+    plot = plot or str(run.path / "evaluate.png")
+    title = f"{cfg.task} {options or ''} — {episodes} episodes, {cfg.action_mode()} actions"
+    plot_evaluation(report, plot, title=title)
+    click.echo(f"figure: {plot}", err=True)
 
 
 @main.command()

@@ -21,34 +21,52 @@ def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int
                    chunk: int = 1024) -> dict[str, Any]:
     """Score ``theta`` on ``episodes`` episodes (in chunks of ``chunk``) with the run's action mode.
 
-    Returns ``{"episodes", "metrics": {name: {"mean", "std"}}, "reward_per_step": [T floats]}``.
+    Returns ``{"episodes", "metrics": {name: {"mean", "std"}}, "reward_per_step": [T floats], "groups": {...}}``;
+    ``groups`` holds, per subset of episodes the task names (``Task.episode_groups``, e.g. forward / backward
+    runs), its episode count, metrics and reward per step.
     """
     task = make_task(cfg.task, device=cfg.device, **{**cfg.task_options, **(task_options or {})})
     model = build_model(cfg, task)
     params = model.spec.unflatten(theta.to(cfg.device, torch.float32))
     generator = torch.Generator(device=task.device).manual_seed(seed)
     per_episode: dict[str, list[torch.Tensor]] = {}
-    step_rewards = torch.zeros(task.max_steps, dtype=torch.float64)
+    step_rewards: list[torch.Tensor] = []
+    group_masks: dict[str, list[torch.Tensor]] = {}
     done = 0
     while done < episodes:
         count = min(chunk, episodes - done)
         result = rollout(model, params, task, count, generator, action_mode=cfg.action_mode())
         for name, values in result.metrics.items():
             per_episode.setdefault(name, []).append(values[0].double().cpu())
-        step_rewards[: result.rewards.shape[0]] += result.rewards[:, 0].double().sum(-1).cpu()
+        rewards = result.rewards[:, 0].double().cpu()  # [T, count]
+        step_rewards.append(torch.nn.functional.pad(rewards, (0, 0, 0, task.max_steps - rewards.shape[0])))
+        for name, mask in task.episode_groups(result.task_state).items():
+            group_masks.setdefault(name, []).append(mask.reshape(-1)[:count].cpu())
         done += count
-    metrics = {}
-    for name, chunks in per_episode.items():
-        values = torch.cat(chunks)
-        metrics[name] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
+    values = {name: torch.cat(chunks) for name, chunks in per_episode.items()}
+    rewards = torch.cat(step_rewards, 1)  # [T, episodes], zero after each episode's end
+    groups = {}
+    for name, chunks in group_masks.items():
+        mask = torch.cat(chunks)
+        if mask.any():
+            groups[name] = {"episodes": int(mask.sum()), "metrics": _moments({k: v[mask] for k, v in values.items()}),
+                            "reward_per_step": rewards[:, mask].mean(1).tolist()}
     return {"task": cfg.task, "task_options": {**cfg.task_options, **(task_options or {})}, "episodes": episodes,
-            "action_mode": cfg.action_mode(),
-            "seed": seed, "metrics": metrics, "reward_per_step": (step_rewards / episodes).tolist()}
+            "action_mode": cfg.action_mode(), "seed": seed, "metrics": _moments(values),
+            "reward_per_step": rewards.mean(1).tolist(), "groups": groups}
+
+
+def _moments(values: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    return {name: {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0} for name, v in values.items()}
 
 
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of mean ± std per metric."""
     rows = [(name, f"{m['mean']:.3f} ± {m['std']:.3f}") for name, m in report["metrics"].items()]
+    for group, part in report.get("groups", {}).items():
+        main = next(iter(part["metrics"]))
+        stats = part["metrics"][main]
+        rows.append((f"{main} [{group}, {part['episodes']} episodes]", f"{stats['mean']:.3f} ± {stats['std']:.3f}"))
     width = max(len(r[0]) for r in rows)
     header = (f"{report['task']} {report['task_options'] or ''} — {report['episodes']} episodes, "
               f"{report.get('action_mode', 'greedy')} actions (seed {report['seed']})")

@@ -96,3 +96,41 @@ def plot_compare(curves: dict[str, list[list[dict[str, float]]]], path: Path, *,
     fig.savefig(tmp, dpi=110)  # then renamed: a kill mid-write never leaves a truncated figure
     plt.close(fig)
     tmp.replace(path)
+
+
+def plot_evaluation(report: dict, path: Path, *, title: str) -> None:
+    """Reward per time step within an episode (all episodes, and each group the task names, e.g. forward /
+    backward), and, where the task reports ``success_rollout_<k>`` (Meta-World), success against rollout k."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rollouts = sorted((int(m.group(1)), stats["mean"]) for name, stats in report["metrics"].items()
+                      if (m := re.fullmatch(r"success_rollout_(\d+)", name)))
+    fig, axes = plt.subplots(1, 2 if rollouts else 1, figsize=(11 if rollouts else 6, 4), constrained_layout=True,
+                             squeeze=False)
+    ax = axes[0][0]
+    curves = [("all episodes", report["reward_per_step"], report["episodes"])]
+    curves += [(name, part["reward_per_step"], part["episodes"]) for name, part in report.get("groups", {}).items()]
+    for label, values, count in curves:
+        ax.plot(range(1, len(values) + 1), values, lw=1.2, label=f"{label} ({count})")
+    ax.axhline(0.0, color="gray", lw=0.6)
+    ax.set_xlabel("time step within the episode")
+    ax.set_ylabel("mean reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if rollouts:
+        ax = axes[0][1]
+        ax.plot([k for k, _ in rollouts], [100 * v for _, v in rollouts], "o-")
+        ax.set_xlabel("rollout within the adaptation episode")
+        ax.set_ylabel("success (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -63,7 +63,11 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
 
     evaluated = cli("evaluate", str(out), "--episodes", "30", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["episodes"] == 30
+    evaluation = json.loads(evaluated.stdout)
+    assert evaluation["episodes"] == 30
+    # the reward per time step sums to the mean return; its figure is written beside the run
+    assert sum(evaluation["reward_per_step"]) == pytest.approx(evaluation["metrics"]["return"]["mean"], abs=1e-6)
+    assert (out / "evaluate.png").read_bytes()[:4] == b"\x89PNG" and f"figure: {out}" in evaluated.stderr
 
     agent = metods_evo.load_agent(out)
     state = agent.initial_state(5)

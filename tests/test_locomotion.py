@@ -267,3 +267,26 @@ def test_pickles_with_its_options():
     state, _ = task.reset(3, gen(18))
     action = random_actions(task, 3, gen(19))
     assert torch.equal(task.step(state, action, None)[1], copy.step(state, action, None)[1])
+
+
+def test_evaluation_reports_forward_and_backward_episodes_separately(tmp_path):
+    """``evaluate`` splits the direction tasks' episodes by their hidden direction (does the agent earn in both?)."""
+    from metods_evo.config import make_config
+    from metods_evo.evaluate import evaluate_theta
+    from metods_evo.models import build_model
+    from metods_evo.plots import plot_evaluation
+    from metods_evo.tasks import make_task
+
+    cfg = make_config("cheetah-dir", "ppo", {"model.n": "6", "task.episode_steps": "15"})
+    task = make_task("cheetah-dir", episode_steps=15)
+    theta = build_model(cfg, task).init_params(torch.Generator().manual_seed(0))
+    report = evaluate_theta(cfg, theta, 24, seed=5, chunk=10)
+    groups = report["groups"]
+    assert set(groups) == {"forward", "backward"} and groups["forward"]["episodes"] + groups["backward"][
+        "episodes"] == 24 and min(g["episodes"] for g in groups.values()) > 0
+    pooled = sum(g["episodes"] * g["metrics"]["return"]["mean"] for g in groups.values()) / 24
+    assert pooled == pytest.approx(report["metrics"]["return"]["mean"], abs=1e-9)
+    for part in groups.values():
+        assert sum(part["reward_per_step"]) == pytest.approx(part["metrics"]["return"]["mean"], abs=1e-6)
+    plot_evaluation(report, tmp_path / "eval.png", title="cheetah-dir")
+    assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"

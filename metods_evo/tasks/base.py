@@ -76,6 +76,18 @@ class Task:
         noise = torch.rand((base, *shape), generator=generator, device=self.device)
         return noise if base == batch else noise.repeat(batch // base, *([1] * len(shape)))
 
+    def episode_groups(self, state: TaskState) -> dict[str, Tensor]:
+        """Named subsets of episodes that evaluations report separately, from the final task state: ``{name:
+        bool [B]}`` (e.g. the MuJoCo direction tasks: "forward" and "backward" episodes). Default: none."""
+        return {}
+
+    def state_metrics(self, state: TaskState) -> dict[str, Tensor]:
+        """Per-episode metrics read off the final task state (``RolloutResult.task_state``, batch ``P * E``
+        individual-major), for what the reward trace cannot tell: ``{name: float32 [B]}`` (e.g. Meta-World's
+        success per rollout). Evaluations report them beside ``episode_metrics``; ES does not see them. Default:
+        none."""
+        return {}
+
     def episode_metrics(self, rewards: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """Per-episode metrics from the reward trace.
 

@@ -205,6 +205,13 @@ class MujocoDirectionTask(Task):
             "late_reward_per_step": (rewards * (1 - early)).sum(0) / late_steps.clamp(min=1),
         }
 
+    def episode_groups(self, state: TaskState) -> dict[str, Tensor]:
+        """Episodes rewarded for running forward (d = +1) and backward (d = -1): an agent that infers the
+        direction from reward earns a positive return in both (none for ``directions="plane"``)."""
+        if getattr(self, "directions", "forward_backward") == "plane":
+            return {}
+        return {"forward": state["direction"] > 0, "backward": state["direction"] < 0}
+
     # ------------------------------------------------------------------ simulation
 
     def _simulate(self, active: np.ndarray, physics: np.ndarray) -> dict[str, np.ndarray]:
