@@ -18,6 +18,7 @@ RUNS = Path(__file__).resolve().parent.parent / "runs"
     ("harlow-a2c-default", "return", 3.5),       # 3.893 on 1000 episodes (sampled actions) when committed
     ("harlow-ppo-default", "return", 3.5),       # 3.860 on 1000 episodes (sampled actions) when committed
     ("harlow-es-pgpe-20min", "trials", 2.0),     # the PGPE plateau: stops choosing after a loss (2.97 trials)
+    ("maze-compare/ppo/seed0", "return", 60.0),  # 75.65 on 1000 episodes (sampled actions) when committed
 ])
 def test_reference_agent_performance(name, metric, floor):
     run = RunDir.open(RUNS / name)

@@ -1,0 +1,38 @@
+"""Smoke test of ``benchmarks/mujoco_eval.py`` at a tiny size, without Ray: every row runs and reports a
+positive rate, and the VecGymNE policy wrapper computes exactly what ``model.step`` does (no timing claims)."""
+
+import contextlib
+import importlib.util
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("mujoco", reason="the MuJoCo tasks need the mujoco extra")
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mujoco_eval.py"
+
+
+def test_tiny_run_reports_every_row():
+    spec = importlib.util.spec_from_file_location("mujoco_eval", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads, out = torch.get_num_threads(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code = module.main(["--popsize", "2", "--episodes", "2", "--steps", "5", "--repeats", "1", "--n", "8",
+                                "--depth", "2", "--no-ray", "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    text = out.getvalue()
+    report = json.loads(text[text.index("\n{") + 1:])
+    rows = report["rows"]
+    assert set(rows) == {"one_by_one", "one_by_one_model_too", "batched_1", "batched_2", "vecgymne_make_vec",
+                         "vecgymne_evotorch"}
+    for row in rows.values():
+        assert 0 < row["env_steps"] <= 2 * 2 * 5 and math.isfinite(row["env_steps_per_s"])
+    assert rows["one_by_one"]["ratio_over_one_by_one"] == 1.0
+    assert report["same_model_max_abs_diff"] == 0.0
