@@ -185,6 +185,7 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     reward_trace = torch.stack(rewards)
     flat = reward_trace.reshape(reward_trace.shape[0], -1)
     metrics = {k: v.view(batch) for k, v in task.episode_metrics(flat, lengths.view(-1)).items()}
+    metrics |= {k: v.view(batch) for k, v in task.state_metrics(task_state).items()}  # e.g. Meta-World's success
     stack = (lambda xs: torch.stack(xs)) if record else (lambda xs: None)
     if record:
         inputs |= {"obs": torch.stack(observations).detach(), "actions": torch.stack(actions)}

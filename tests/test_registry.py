@@ -13,11 +13,15 @@ import torch
 import metods_evo  # noqa: F401 - registers the gymnasium ids
 from metods_evo.tasks import TASKS, make_task, register
 
+# Meta-World episodes are 10 rollouts of 500 steps: shortened here (tests/test_metaworld.py checks the full shape).
+QUICK_OPTIONS = {task_id: {"rollouts": 2, "rollout_steps": 10}
+                 for task_id in ("metaworld-reach", "metaworld-push", "metaworld-ml10")}
+
 
 def build(task_id: str):
     """``make_task(task_id)``, or skip the test when the task's optional simulator is not installed."""
     try:
-        return make_task(task_id)
+        return make_task(task_id, **QUICK_OPTIONS.get(task_id, {}))
     except ImportError as error:
         pytest.skip(f"{task_id}: {error}")
 
@@ -48,7 +52,7 @@ def test_task_contract(task_id):
 def test_gymnasium_make_vec(task_id):
     spec = TASKS[task_id]
     task = build(task_id)
-    env = gymnasium.make_vec(spec.gym_id, num_envs=4)
+    env = gymnasium.make_vec(spec.gym_id, num_envs=4, **QUICK_OPTIONS.get(task_id, {}))
     obs, _ = env.reset(seed=3)
     assert obs.shape == (4, env.single_observation_space.shape[0])
     total_done = 0

@@ -70,5 +70,13 @@ register("cheetah-dir", "metods_evo.tasks.locomotion:CheetahDirTask", gym_id="me
          description="MuJoCo HalfCheetah-v5, hidden direction +-x (needs the mujoco extra)")
 register("ant-dir", "metods_evo.tasks.locomotion:AntDirTask", gym_id="metods_evo/AntDir-v0",
          description="MuJoCo Ant-v5, hidden direction +-x or any angle (needs the mujoco extra)")
+register("metaworld-reach", "metods_evo.tasks.metaworld:MetaWorldML1Task", gym_id="metods_evo/MetaWorldReach-v0",
+         description="Meta-World ML1 reach-v3: 10 rollouts of one hidden goal (needs the metaworld extra)",
+         env_name="reach-v3")
+register("metaworld-push", "metods_evo.tasks.metaworld:MetaWorldML1Task", gym_id="metods_evo/MetaWorldPush-v0",
+         description="Meta-World ML1 push-v3: 10 rollouts of one hidden goal (needs the metaworld extra)",
+         env_name="push-v3")
+register("metaworld-ml10", "metods_evo.tasks.metaworld:MetaWorldML10Task", gym_id="metods_evo/MetaWorldML10-v0",
+         description="Meta-World ML10: 10 training / 5 held-out classes, 10 rollouts each (needs the metaworld extra)")
 
 __all__ = ["TASKS", "Task", "TaskSpec", "TaskState", "make_task", "register"]

@@ -84,8 +84,8 @@ class Task:
     def state_metrics(self, state: TaskState) -> dict[str, Tensor]:
         """Per-episode metrics read off the final task state (``RolloutResult.task_state``, batch ``P * E``
         individual-major), for what the reward trace cannot tell: ``{name: float32 [B]}`` (e.g. Meta-World's
-        success per rollout). Evaluations report them beside ``episode_metrics``; ES does not see them. Default:
-        none."""
+        success per rollout). ``rollout`` adds them to its metrics, so evaluations and tables report them beside
+        ``episode_metrics``; ES optimizes ``main_metric`` only. Default: none."""
         return {}
 
     def episode_metrics(self, rewards: Tensor, lengths: Tensor) -> dict[str, Tensor]:

@@ -144,7 +144,7 @@ class MujocoDirectionTask(Task):
         state = {
             "qpos": qpos,
             "qvel": qvel,
-            "warmstart": torch.zeros(num_envs, self.nv, dtype=f64, device=dev),  # mj_resetData clears it
+            "warmstart": self._reset_warmstart(qpos, qvel),
             "direction": direction,
             "progress": torch.zeros(num_envs, dtype=f64, device=dev),
             "t": torch.zeros(num_envs, dtype=torch.long, device=dev),
@@ -154,6 +154,18 @@ class MujocoDirectionTask(Task):
             **self._reset_extra(qpos),
         }
         return state, self._observe(qpos, qvel, None)
+
+    def _reset_warmstart(self, qpos: Tensor, qvel: Tensor) -> Tensor:
+        """The solver warm start that gymnasium's reset leaves (``mj_resetData``, then ``set_state`` runs
+        ``mj_forward``): zero with some MuJoCo versions, the forward acceleration with others (3.3.0)."""
+        mujoco, data = self._mujoco, self._data[0]
+        out = torch.empty(len(qpos), self.nv, dtype=torch.float64)
+        for i, (pos, vel) in enumerate(zip(qpos.cpu().numpy(), qvel.cpu().numpy())):
+            mujoco.mj_resetData(self.model, data)
+            data.qpos[:], data.qvel[:] = pos, vel
+            mujoco.mj_forward(self.model, data)
+            out[i] = torch.from_numpy(data.qacc_warmstart.copy())
+        return out.to(qpos.device)
 
     def time_limit_reached(self, state: TaskState) -> Tensor:
         return state["done"] & ~state["terminated"] & ~state["unstable"]
