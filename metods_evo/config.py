@@ -49,6 +49,12 @@ class ModelConfig:
     action_reward_inputs: bool = False
     """Also feed f the product prev_action * prev_reward (per action), so "which choice paid what" is a
     linear feature instead of an XOR that f would have to learn."""
+    fused: str = "auto"
+    """The fused C++ CPU kernel for the no-grad plastic step (ES, evaluation; ``metods_evo/models/fused.py``):
+    'auto' where W has >= 2^20 elements (the default ES population) and the kernel compiles, 'on' wherever
+    supported (an error if it cannot compile), 'off' always the eager step. Hebbian write only for now. It agrees
+    with the eager step to float32 rounding, not bitwise; the choice depends on shapes only, so a run (and its
+    resume) always takes the same path."""
     hidden: int = 64
     """rl2: GRU units; maml: width of each of the MLP policy's two hidden layers."""
     maml_adapt_steps: int = 2
@@ -319,6 +325,7 @@ CHOICES = {
     "model.w0": ("zero", "learnt", "random"),
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
     "es.action_mode": ("greedy", "sample"),
+    "model.fused": ("auto", "on", "off"),
     "a2c.lr_schedule": ("linear", "constant"),
     "ppo.lr_schedule": ("linear", "constant"),
     "hybrid.mode": ("sequential", "split"),

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from metods_evo.config import ModelConfig
+from metods_evo.models import fused
 from metods_evo.models.params import ParamSpec
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
@@ -138,8 +139,11 @@ class MetODS:
         scalars c and D instead of materializing W^(1..S-1): a read costs one W^(0) matvec plus cheap
         alpha terms, and W is written once per environment step. This is exact, not an approximation;
         ``tests/test_model.py`` checks it against a literal transcription of the recursions.
-        ``plastic_bound`` clips the carried W_t (not the transient W^(s) inside a step).
+        ``plastic_bound`` clips the carried W_t (not the transient W^(s) inside a step). Large no-grad steps with the
+        hebbian write go to the fused C++ kernel (``model.fused``, ``metods_evo/models/fused.py``).
         """
+        if fused.should_fuse(self, params, w, v0):  # the same step in one C++ pass over each agent's W
+            return fused.fused_plastic_step(self, params, w, v0)
         kappa, beta, alpha = params["kappa"], params["beta"], params["alpha"]  # [P, C], [P, C], [P, N, N] | [P, 1]
         pop = kappa.shape[0]
         grad = torch.is_grad_enabled()

@@ -1,0 +1,558 @@
+"""A fused CPU kernel for ``MetODS.plastic_step``: each agent's W is read from memory once and written once.
+
+The eager step (``metods.py``) reads W^(0) S times (one batched mat-vec per read) and writes W_t through a few
+[P, E, N, N] temporaries. This C++ kernel, compiled on first use with ``torch.utils.cpp_extension.load_inline``,
+walks the agents instead (OpenMP over agents, torch's thread count), and for each agent runs the whole
+step while that agent's W (and its individual's alpha) sit in L1/L2:
+
+* the same c / D formulation as ``plastic_step`` (W^(s) = c_s W^(0) + alpha * sum_k D[s,k] v_k (x) u_k), so no
+  W^(s) is materialized: sweep s reads the rows of W^(0) and alpha and forms row i of W^(s-1) v_{s-1} on the fly;
+* the S-th sweep also writes W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) v_k) row by row, since the write
+  only needs v_0..v_{S-1}: W crosses the memory bus once in (first sweep) and once out (last sweep); sweeps 2..S
+  read it from cache.
+
+Scope: float32, no autograd (ES and evaluation run under ``torch.no_grad()``), the hebbian write, alpha 'matrix'
+or 'scalar', any activation of ``ACTIVATIONS``, any S >= 1 and N. ``fused_supported`` says whether a call qualifies;
+the eager ``plastic_step`` stays the reference and is always correct.
+
+Equality with the eager path: within float32 rounding, not bitwise. The eager step reduces with MKL (the batched
+matmuls of the alpha terms and of the outer products, whose summation order and FMA use depend on MKL's kernel
+for the CPU at hand) and with ATen's vectorized ``sum`` (a blocked reduction whose order depends on the vector
+width and on where a row falls in the flattened tensor), and it evaluates tanh / sigmoid with SLEEF on whole
+vectors but with libm on each tensor's tail. None of those orders is a stable contract, so no kernel can reproduce
+them bit for bit on every machine. The kernel fixes its own order (lane-wise FMA accumulation over j, one
+transpose-and-add per 8 rows, tanh inlined to within 1.4 ulp, sigmoid by SLEEF as in ATen), computes c and D
+with the same float32 operations as the eager step, and ``tests/test_fused.py`` checks that it agrees with the
+eager step as closely as the eager step agrees with a float64 evaluation of the same equations.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # metods.py may import this module to dispatch to it
+    from metods_evo.models.metods import MetODS
+
+log = logging.getLogger(__name__)
+
+KERNEL_DIR_ENV = "METODS_EVO_KERNEL_DIR"
+"""Environment variable: where the compiled extension is cached (default: torch's extension directory)."""
+ACTIVATION_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "identity": 3}
+"""The kernel's codes for ``metods.ACTIVATIONS`` (the same keys)."""
+MODES = ("auto", "on", "off")
+"""Values of the proposed ``model.fused`` option, read by ``should_fuse``."""
+AUTO_MIN_ELEMENTS = 1 << 20
+"""'auto' fuses steps whose W has at least this many elements (4 MiB; P x E >= 2622 at N = 20, >= 64 at
+N = 128). Below it a run is small (tests, single-individual evaluation) and the first compile, about a minute
+of one core once per machine, would cost more than the kernel saves. The choice depends only on the shapes, so
+a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
+GRAIN_AGENTS = 16
+"""Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
+
+SOURCE = r"""
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+
+enum Activation : int64_t { kTanh = 0, kRelu = 1, kSigmoid = 2, kIdentity = 3 };
+
+#if defined(CPU_CAPABILITY_AVX2)
+// tanh of 8 float32 lanes, inlined (a SLEEF call costs 3x more and was a quarter of the step at N = 20): below
+// |x| = 0.625 x + x^3 P(x^2) with a degree-4 least-squares fit of (tanh(x) - x) / x^3 (Cephes' tanhf form), above
+// it 1 - 2 / (exp(2|x|) + 1) with exp by Cody-Waite reduction and a degree-7 Taylor polynomial (|x| clamped to 9,
+// where tanh rounds to 1). Within 1.4 ulp of tanh on [-12, 12] (checked against double); NaN stays NaN.
+inline Vec fast_tanh(const Vec& xv) {
+  const __m256 x = xv, sign_bit = _mm256_set1_ps(-0.f), one = _mm256_set1_ps(1.f);
+  const __m256 ax = _mm256_min_ps(_mm256_set1_ps(9.f), _mm256_andnot_ps(sign_bit, x));  // NaN passes through
+  const __m256 z = _mm256_mul_ps(ax, ax);
+  __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
+  const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(ax, z), p, ax);
+  const __m256 y = _mm256_add_ps(ax, ax);  // exp(y), y in [1.25, 18]
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504089f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), y);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 e = _mm256_set1_ps(1.f / 5040);
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.f / 720));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.f / 120));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.f / 24));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.f / 6));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(0.5f));
+  e = _mm256_fmadd_ps(e, r, one);
+  e = _mm256_fmadd_ps(e, r, one);
+  const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                                                _mm256_set1_epi32(127)), 23));
+  e = _mm256_mul_ps(e, scale);
+  const __m256 large = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.f), _mm256_add_ps(e, one)));
+  const __m256 t = _mm256_blendv_ps(large, small, _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
+  return _mm256_or_ps(t, _mm256_and_ps(x, sign_bit));
+}
+#else
+inline Vec fast_tanh(const Vec& x) { return x.tanh(); }
+#endif
+
+inline Vec activate(const Vec& x, int64_t activation) {
+  switch (activation) {
+    case kTanh: return fast_tanh(x);
+    case kRelu: return at::vec::clamp_min(x, Vec(0.f));
+    case kSigmoid: return ((Vec(0.f) - x).exp() + Vec(1.f)).reciprocal();  // as ATen's vectorized sigmoid
+    default: return x;
+  }
+}
+
+// The sums of kLanes accumulators, one per lane: a transpose-and-add instead of kLanes horizontal sums.
+inline Vec row_sums(const Vec* acc) {
+#if defined(CPU_CAPABILITY_AVX2)
+  const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]), t1 = _mm256_hadd_ps(acc[2], acc[3]);
+  const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]), t3 = _mm256_hadd_ps(acc[6], acc[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+#else
+  float sums[kLanes];
+  for (int64_t r = 0; r < kLanes; ++r)
+    sums[r] = at::vec::vec_reduce_all<float>([](Vec a, Vec b) { return a + b; }, acc[r]);
+  return Vec::loadu(sums);
+#endif
+}
+
+struct Step {
+  const float* w; const float* v0; const float* kappa; const float* beta; const float* alpha;
+  float* w_out; float* v_out;
+  int64_t agents_per_individual, n, depth, kappa_stride, beta_stride, alpha_stride, activation;
+  bool alpha_matrix;
+  float bound;
+};
+
+// c[s]: coefficient of W^(0) in W^(s); d[s * S + k]: of alpha * v_k (x) u_k. The same float32 operations in the
+// same order as MetODS.plastic_step (Python's sum starts from 0), so c and d round exactly as the eager ones
+// (the build uses -ffp-contract=off: no FMA may merge these products and sums).
+void coefficients(const float* beta, int64_t depth, float* c, float* d) {
+  c[0] = 1.f;
+  for (int64_t s = 1; s <= depth; ++s) {
+    const float* b = beta + (s - 1) * (s + 2) / 2;
+    float cs = 0.f;
+    for (int64_t l = 0; l < s; ++l) cs = cs + b[l] * c[l];
+    c[s] = cs;
+    for (int64_t k = 0; k < s; ++k) {
+      float dk = 0.f;
+      for (int64_t l = k + 1; l < s; ++l) dk = dk + b[l] * d[l * depth + k];
+      d[s * depth + k] = k == s - 1 ? dk + b[s] : dk + 0.f;
+    }
+  }
+}
+
+// One read sweep s over the rows of one agent's W^(0) (and, on the last sweep, the write of W_t).
+struct Sweep {
+  int64_t n, np, terms, writes;  // terms: alpha terms of the read (s - 1); writes: outer products (S, last sweep)
+  const float* w; const float* alpha; float alpha_scalar;
+  const float* v; const float* vp; const float* z;  // v_0..v_S [S + 1][np], v_{s-1}, z_k = v_k * v_{s-1}
+  const float* d_read; const float* d_write;        // D[s-1, k], D[S, k]
+  float c_read, c_write, bound;
+  float* coef_read; float* coef_write;              // per row: D[s-1, k] v_k[i], D[S, k] v_k[i]
+  float* read;                                      // out: sum_j W^(s-1)_ij v_{s-1, j}  ([np])
+  float* out;                                       // out: W_t rows (row stride n)
+};
+
+// kT, kU: terms and writes as compile-time constants (the common S <= 4), -1: read them from the Sweep.
+// kChunks: vectors per row as a compile-time constant (N <= 4 lanes-widths), 0: any N.
+template <bool kMatrix, int kT, int kU, int kChunks>
+void sweep(const Sweep& sw) {
+  const int64_t n = sw.n, np = sw.np;
+  const int64_t terms = kT >= 0 ? kT : sw.terms, writes = kU >= 0 ? kU : sw.writes;
+  const int64_t chunks = kChunks > 0 ? kChunks : np / kLanes, tail = n - (chunks - 1) * kLanes;
+  constexpr int kTR = kT > 0 ? kT : 1, kUR = kU > 0 ? kU : 1;  // register copies of the per-row coefficients
+  const Vec c_read(sw.c_read), c_write(sw.c_write), lo(-sw.bound), hi(sw.bound), alpha_scalar(sw.alpha_scalar);
+  const bool clip = sw.bound > 0.f;
+  for (int64_t i0 = 0; i0 < n; i0 += kLanes) {
+    Vec acc[kLanes];
+    for (int64_t r = 0; r < kLanes; ++r) {
+      const int64_t i = i0 + r;
+      if (i >= n) {
+        acc[r] = Vec(0.f);
+        continue;
+      }
+      Vec cr[kTR], cw[kUR];
+      if (kMatrix && kT >= 0) {
+        for (int k = 0; k < kT; ++k) cr[k] = Vec(sw.d_read[k] * sw.v[k * np + i]);
+      } else if (kMatrix) {
+        for (int64_t k = 0; k < terms; ++k) sw.coef_read[k] = sw.d_read[k] * sw.v[k * np + i];
+      }
+      if (kU >= 0) {
+        for (int k = 0; k < kU; ++k) cw[k] = Vec(sw.d_write[k] * sw.v[k * np + i]);
+      } else {
+        for (int64_t k = 0; k < writes; ++k) sw.coef_write[k] = sw.d_write[k] * sw.v[k * np + i];
+      }
+      const float* w_row = sw.w + i * n;
+      const float* a_row = kMatrix ? sw.alpha + i * n : nullptr;
+      float* out_row = sw.out + i * n;
+      Vec acc_w(0.f), acc_a(0.f);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t j = c * kLanes, count = c + 1 < chunks ? kLanes : tail;
+        const Vec wv = Vec::loadu(w_row + j, count);
+        acc_w = at::vec::fmadd(wv, Vec::loadu(sw.vp + j), acc_w);
+        const Vec av = kMatrix ? Vec::loadu(a_row + j, count) : alpha_scalar;
+        if (kMatrix && terms > 0) {  // row i of (alpha * sum_k D[s-1,k] v_k (x) v_k), times v_{s-1}
+          Vec y;
+          if (kT >= 0) {
+            y = cr[0] * Vec::loadu(sw.z + j);
+            for (int k = 1; k < kT; ++k) y = at::vec::fmadd(cr[k], Vec::loadu(sw.z + k * np + j), y);
+          } else {
+            y = Vec(sw.coef_read[0]) * Vec::loadu(sw.z + j);
+            for (int64_t k = 1; k < terms; ++k)
+              y = at::vec::fmadd(Vec(sw.coef_read[k]), Vec::loadu(sw.z + k * np + j), y);
+          }
+          acc_a = at::vec::fmadd(av, y, acc_a);
+        }
+        if (writes > 0) {  // row i of W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) v_k)
+          Vec outer;
+          if (kU >= 0) {
+            outer = cw[0] * Vec::loadu(sw.v + j);
+            for (int k = 1; k < kU; ++k) outer = at::vec::fmadd(cw[k], Vec::loadu(sw.v + k * np + j), outer);
+          } else {
+            outer = Vec(sw.coef_write[0]) * Vec::loadu(sw.v + j);
+            for (int64_t k = 1; k < writes; ++k)
+              outer = at::vec::fmadd(Vec(sw.coef_write[k]), Vec::loadu(sw.v + k * np + j), outer);
+          }
+          Vec w_new = at::vec::fmadd(wv, c_write, outer * av);
+          if (clip) w_new = at::vec::clamp(w_new, lo, hi);
+          if (i + 1 < n || count == kLanes) {
+            w_new.store(out_row + j);  // whole lanes: the spill past row i is overwritten by row i + 1
+          } else {
+            w_new.store(out_row + j, count);  // the agent's last row: not a lane beyond it
+          }
+        }
+      }
+      acc[r] = kMatrix && terms > 0 ? at::vec::fmadd(c_read, acc_w, acc_a) : c_read * acc_w;
+    }
+    row_sums(acc).store(sw.read + i0);
+  }
+}
+
+template <bool kMatrix, int kT, int kU>
+void sweep_n(const Sweep& sw) {
+  if (kT < 0) return sweep<kMatrix, kT, kU, 0>(sw);  // S > 4: the generic loops (keeps the build small)
+  switch (sw.np / kLanes) {
+    case 1: return sweep<kMatrix, kT, kU, 1>(sw);
+    case 2: return sweep<kMatrix, kT, kU, 2>(sw);
+    case 3: return sweep<kMatrix, kT, kU, 3>(sw);
+    case 4: return sweep<kMatrix, kT, kU, 4>(sw);
+    default: return sweep<kMatrix, kT, kU, 0>(sw);
+  }
+}
+
+template <bool kMatrix>
+void dispatch_sweep(const Sweep& sw) {
+  if (sw.writes == 0) {
+    switch (sw.terms) {
+      case 0: return sweep_n<kMatrix, 0, 0>(sw);
+      case 1: return sweep_n<kMatrix, 1, 0>(sw);
+      case 2: return sweep_n<kMatrix, 2, 0>(sw);
+      default: return sweep_n<kMatrix, -1, -1>(sw);
+    }
+  }
+  switch (sw.writes) {
+    case 1: return sweep_n<kMatrix, 0, 1>(sw);
+    case 2: return sweep_n<kMatrix, 1, 2>(sw);
+    case 3: return sweep_n<kMatrix, 2, 3>(sw);
+    case 4: return sweep_n<kMatrix, 3, 4>(sw);
+    default: return sweep_n<kMatrix, -1, -1>(sw);
+  }
+}
+
+void run_agents(const Step& st, int64_t begin, int64_t end) {
+  const int64_t n = st.n, depth = st.depth, nn = n * n;
+  const int64_t np = (n + kLanes - 1) / kLanes * kLanes;  // local vectors are zero-padded to whole lanes
+  std::vector<float> scratch((2 * depth + 2) * np + (depth + 1) * (depth + 1) + 2 * depth, 0.f);
+  float* v = scratch.data();         // v_0..v_S, [S + 1][np]
+  float* z = v + (depth + 1) * np;   // [S][np]
+  float* read = z + depth * np;      // [np]
+  float* c = read + np;              // [S + 1]
+  float* d = c + (depth + 1);        // [S + 1][S]
+  float* coef_read = d + (depth + 1) * depth;
+  float* coef_write = coef_read + depth;
+  int64_t individual = -1;
+  const float* kappa = nullptr;
+  Sweep sw{};
+  sw.n = n;
+  sw.np = np;
+  sw.v = v;
+  sw.z = z;
+  sw.coef_read = coef_read;
+  sw.coef_write = coef_write;
+  sw.read = read;
+  sw.bound = st.bound;
+  for (int64_t agent = begin; agent < end; ++agent) {
+    const int64_t p = agent / st.agents_per_individual;
+    if (p != individual) {
+      individual = p;
+      coefficients(st.beta + p * st.beta_stride, depth, c, d);
+      kappa = st.kappa + p * st.kappa_stride;
+      sw.alpha = st.alpha + p * st.alpha_stride;
+      sw.alpha_scalar = sw.alpha[0];
+    }
+    sw.w = st.w + agent * nn;
+    sw.out = st.w_out + agent * nn;
+    std::copy(st.v0 + agent * n, st.v0 + (agent + 1) * n, v);
+    for (int64_t s = 1; s <= depth; ++s) {
+      const float* vp = v + (s - 1) * np;
+      sw.vp = vp;
+      sw.terms = s - 1;
+      sw.writes = s == depth ? depth : 0;
+      sw.c_read = c[s - 1];
+      sw.d_read = d + (s - 1) * depth;
+      sw.c_write = c[depth];
+      sw.d_write = d + depth * depth;
+      if (st.alpha_matrix) {
+        for (int64_t k = 0; k + 1 < s; ++k)
+          for (int64_t j = 0; j < np; j += kLanes)
+            (Vec::loadu(v + k * np + j) * Vec::loadu(vp + j)).store(z + k * np + j);
+        dispatch_sweep<true>(sw);
+      } else {
+        dispatch_sweep<false>(sw);
+        for (int64_t k = 0; k + 1 < s; ++k) {  // (alpha v_k (x) v_k) v_{s-1} = alpha (v_k . v_{s-1}) v_k
+          Vec dot(0.f);
+          for (int64_t j = 0; j < np; j += kLanes)
+            dot = at::vec::fmadd(Vec::loadu(v + k * np + j), Vec::loadu(vp + j), dot);
+          const float dot_k = at::vec::vec_reduce_all<float>([](Vec a, Vec b) { return a + b; }, dot);
+          const Vec g(sw.d_read[k] * sw.alpha_scalar * dot_k);
+          for (int64_t j = 0; j < np; j += kLanes)
+            at::vec::fmadd(g, Vec::loadu(v + k * np + j), Vec::loadu(read + j)).store(read + j);
+        }
+      }
+      // v_s = kappa_s^s sigma(read) + sum_l kappa_s^l v_l, in the eager step's order
+      const float* ks = kappa + (s - 1) * (s + 2) / 2;
+      float* vs = v + s * np;
+      for (int64_t j = 0; j < np; j += kLanes) {
+        Vec x = Vec(ks[s]) * activate(Vec::loadu(read + j), st.activation);
+        for (int64_t l = 0; l < s; ++l) x = x + Vec(ks[l]) * Vec::loadu(v + l * np + j);
+        x.store(vs + j);
+      }
+      std::fill(vs + n, vs + np, 0.f);  // keep the padding lanes zero (sigmoid(0) is not)
+    }
+    std::copy(v + depth * np, v + depth * np + n, st.v_out + agent * n);
+  }
+}
+
+
+// Output buffers for W_t, recycled once torch frees them. A fresh multi-MiB tensor per step costs a page fault per
+// 4 KiB (the kernel zeroes every page): 2-6x the time of the step itself. A buffer goes back to this pool only from
+// its storage's deleter, i.e. when no tensor, view or detached copy refers to it any more, so reuse is safe.
+class BufferPool {
+ public:
+  static constexpr size_t kMinBytes = size_t{1} << 20;  // smaller tensors come cheaply from malloc
+  static constexpr size_t kKeepPerSize = 2;             // a rollout circulates two: W_{t-1} and W_t
+
+  void* take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    TORCH_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes for W_t");
+    return p;
+  }
+  void give(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& kept = free_[bytes];
+    if (kept.size() < kKeepPerSize) kept.push_back(p);
+    else std::free(p);
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : free_)
+      for (void* p : entry.second) std::free(p);
+    free_.clear();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+};
+
+BufferPool& pool() {
+  static BufferPool* instance = new BufferPool();  // never destroyed: deleters may run during interpreter exit
+  return *instance;
+}
+
+}  // namespace
+
+at::Tensor empty_output(std::vector<int64_t> sizes) {
+  int64_t numel = 1;
+  for (int64_t size : sizes) numel *= size;
+  const size_t bytes = static_cast<size_t>(numel) * sizeof(float);
+  if (bytes < BufferPool::kMinBytes) return at::empty(sizes, at::kFloat);
+  void* data = pool().take(bytes);
+  return at::from_blob(data, sizes, [bytes](void* p) { pool().give(p, bytes); }, at::TensorOptions().dtype(at::kFloat));
+}
+
+void clear_buffer_pool() { pool().clear(); }
+
+void plastic_step(const at::Tensor& w, const at::Tensor& v0, const at::Tensor& kappa, const at::Tensor& beta,
+                  const at::Tensor& alpha, int64_t depth, int64_t activation, double bound, int64_t grain,
+                  const at::Tensor& w_out, const at::Tensor& v_out) {
+  TORCH_CHECK(w.dim() == 4 && w.size(2) == w.size(3), "w must be [P, E, N, N]");
+  const int64_t pop = w.size(0), agents = w.size(1), n = w.size(2);
+  for (const at::Tensor* t : {&w, &v0, &kappa, &beta, &alpha, &w_out, &v_out})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), "the fused step takes float32 CPU tensors");
+  TORCH_CHECK(w.is_contiguous() && v0.is_contiguous() && w_out.is_contiguous() && v_out.is_contiguous(),
+              "w, v0 and the outputs must be contiguous");
+  TORCH_CHECK(v0.sizes() == v_out.sizes() && v0.dim() == 3 && v0.size(0) == pop && v0.size(1) == agents &&
+              v0.size(2) == n && w_out.sizes() == w.sizes(), "v0 must be [P, E, N], outputs shaped as inputs");
+  TORCH_CHECK(depth >= 1 && kappa.dim() == 2 && beta.dim() == 2 && kappa.size(1) == depth * (depth + 3) / 2 &&
+              beta.size(1) == kappa.size(1) && kappa.stride(1) == 1 && beta.stride(1) == 1,
+              "kappa and beta must be [P, S(S+3)/2] with unit inner stride");
+  const bool matrix = alpha.dim() == 3;
+  TORCH_CHECK(matrix ? (alpha.size(1) == n && alpha.size(2) == n && alpha.stride(2) == 1 && alpha.stride(1) == n)
+                     : (alpha.dim() == 2 && alpha.size(1) == 1), "alpha must be [P, N, N] (rows contiguous) or [P, 1]");
+  for (const at::Tensor* t : {&kappa, &beta, &alpha})
+    TORCH_CHECK(t->size(0) == pop || t->size(0) == 1, "parameters must have P or 1 individuals");
+  auto individual_stride = [](const at::Tensor& t) { return t.size(0) == 1 ? int64_t{0} : t.stride(0); };
+  Step st{w.data_ptr<float>(), v0.data_ptr<float>(), kappa.data_ptr<float>(), beta.data_ptr<float>(),
+          alpha.data_ptr<float>(), w_out.data_ptr<float>(), v_out.data_ptr<float>(), agents, n, depth,
+          individual_stride(kappa), individual_stride(beta), individual_stride(alpha), activation, matrix,
+          static_cast<float>(bound)};
+  if (pop * agents == 0) return;
+  pybind11::gil_scoped_release no_gil;  // plain C++ from here on: other Python threads may run
+  at::parallel_for(0, pop * agents, grain, [&](int64_t begin, int64_t end) { run_agents(st, begin, end); });
+}
+"""
+
+
+def _compile_flags() -> tuple[str, list[str]]:
+    """(name tag, compiler flags). x86 CPUs where torch itself runs its AVX2 (or AVX512) kernels get the AVX2
+    build of ATen's ``Vectorized``; anything else the portable one. Never ``-march=native``: the tag names the
+    instruction set, so a cached library is only reused where that instruction set is present."""
+    flags = ["-O3", "-fopenmp", "-ffp-contract=off"]  # fp-contract off: FMAs only where the source asks for them
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512"):
+        return "avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return "default", flags + ["-DCPU_CAPABILITY=DEFAULT"]
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[object | None, str]:
+    """(the compiled module, "") or (None, why not). Compiles at most once per process; cached on disk."""
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        tag, flags = _compile_flags()
+        name = f"metods_evo_fused_{tag}"
+        build_directory = None
+        if os.environ.get(KERNEL_DIR_ENV):
+            build_directory = os.path.join(os.environ[KERNEL_DIR_ENV], name)
+            os.makedirs(build_directory, exist_ok=True)
+        print(f"metods-evo: loading the fused CPU kernel {name} (compiled once per machine, about a minute the "
+              "first time)", file=sys.stderr, flush=True)
+        module = load_inline(name=name, cpp_sources=[SOURCE], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                             functions=["plastic_step", "empty_output", "clear_buffer_pool"],
+                             build_directory=build_directory, verbose=False)
+        return module, ""
+    except Exception as error:  # no compiler, no OpenMP, read-only cache, ...: the eager path serves
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[-1] if lines else ''}"
+        log.warning("fused MetODS kernel unavailable, using the eager plastic_step (%s)", reason)
+        return None, reason
+
+
+def fused_available() -> bool:
+    """True when the kernel compiled (or loaded from the cache). The first call in a fresh cache compiles it
+    (1-2 minutes of one core); later processes load the cached library in about a second."""
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str:
+    """Why ``fused_available()`` is False ("" when it is True)."""
+    return _load()[1]
+
+
+def fused_supported(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor) -> bool:
+    """Whether the kernel computes this step: no autograd, float32 CPU tensors, the hebbian write (independent of
+    whether the kernel compiled: ``fused_available``)."""
+    tensors = (w, v0, params["kappa"], params["beta"], params["alpha"])
+    return (not torch.is_grad_enabled() and model.cfg.write == "hebbian" and model.cfg.activation in ACTIVATION_CODES
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and w.dim() == 4 and v0.shape == w.shape[:3] and w.shape[2] == w.shape[3]
+            and all(t.shape[0] in (1, w.shape[0]) for t in tensors[2:]))
+
+
+def should_fuse(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor) -> bool:
+    """The dispatch rule for ``MetODS.plastic_step``, by ``model.cfg.fused`` ('auto' when the config has no such
+    field): 'off' never; 'auto' where ``fused_supported`` and W has >= ``AUTO_MIN_ELEMENTS`` elements and the
+    kernel compiles; 'on' wherever ``fused_supported``, raising if the kernel does not compile. Steps with
+    autograd, other dtypes or devices and the linear / mlp writes always take the eager path."""
+    mode = getattr(model.cfg, "fused", "auto")
+    if mode not in MODES:
+        raise ValueError(f"model.fused must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "off" or not fused_supported(model, params, w, v0):
+        return False
+    if mode == "auto" and w.numel() < AUTO_MIN_ELEMENTS:
+        return False
+    if fused_available():
+        return True
+    if mode == "on":
+        raise RuntimeError(f"model.fused = 'on', but the fused kernel is unavailable: {unavailable_reason()}")
+    return False
+
+
+def fused_plastic_step(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor,
+                       out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``model.plastic_step(params, w, v0)`` by the fused kernel -> (``v_S [P, E, N]``, ``W_t [P, E, N, N]``).
+
+    ``w`` is only read. W_t goes to ``out`` when given (a contiguous float32 tensor shaped like ``w`` that does not
+    overlap it), otherwise to a new tensor; from 1 MiB up its memory comes from a pool that takes buffers back only
+    once torch has freed every tensor on them, so references to an old W (a rollout's ``trace``) stay valid.
+    Raises if the call is not ``fused_supported`` or the kernel did not compile: dispatch on those two, the
+    eager step is the fallback.
+    """
+    if not fused_supported(model, params, w, v0):
+        raise ValueError("the fused step needs no_grad, float32 CPU tensors and the hebbian write")
+    module, reason = _load()
+    if module is None:
+        raise RuntimeError(f"the fused kernel is unavailable: {reason}")
+    w, v0 = w.contiguous(), v0.contiguous()
+    w_out = module.empty_output(list(w.shape)) if out is None else out
+    if w_out.data_ptr() == w.data_ptr():
+        raise ValueError("out must not alias w: the kernel reads W^(0) while it writes W_t")
+    v_out = torch.empty_like(v0)
+    kappa, beta, alpha = params["kappa"], params["beta"], params["alpha"]
+    if kappa.stride(-1) != 1 or beta.stride(-1) != 1:
+        kappa, beta = kappa.contiguous(), beta.contiguous()
+    if alpha.dim() == 3 and (alpha.stride(2) != 1 or alpha.stride(1) != alpha.shape[2]):
+        alpha = alpha.contiguous()
+    module.plastic_step(w, v0, kappa, beta, alpha, model.cfg.depth, ACTIVATION_CODES[model.cfg.activation],
+                        float(model.cfg.plastic_bound), GRAIN_AGENTS, w_out, v_out)
+    return v_out, w_out
+
+
+def clear_buffer_pool() -> None:
+    """Free the recycled W_t buffers the pool keeps (at most two per size), e.g. after a large evaluation."""
+    module = _load()[0]
+    if module is not None:
+        module.clear_buffer_pool()

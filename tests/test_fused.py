@@ -1,0 +1,222 @@
+"""The fused CPU kernel (``metods_evo.models.fused``) against the eager ``MetODS.plastic_step``.
+
+Bitwise equality is not attainable (the eager step's reductions run in MKL's and ATen's orders; see the module
+docstring), so each comparison is normwise, relative to the largest magnitude of the float64 result, and the
+tolerance is earned rather than picked: the fused step must agree with the eager step, and with a float64
+evaluation of the same equations, within ``ACCURACY_FACTOR`` times the eager step's own error against float64
+(floored at ``FLOOR``). Observed: at most 2.9x, usually below 1x (the kernel is often the more accurate of the two).
+The kernel compiles once per session (skipped when it cannot); later sessions load the cached library.
+"""
+
+import dataclasses
+import itertools
+import types
+
+import pytest
+import torch
+
+from metods_evo.config import ModelConfig
+from metods_evo.models import fused
+from metods_evo.models.metods import ACTIVATIONS, MetODS
+from metods_evo.rollout import rollout
+from metods_evo.tasks import make_task
+
+ACCURACY_FACTOR = 4.0
+FLOOR = 1e-6  # normwise: ~8 float32 ulps of the largest entry
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel():
+    if not fused.fused_available():
+        pytest.skip(f"fused kernel did not compile: {fused.unavailable_reason()}")
+
+
+def eager_only(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with the fused dispatch off, once ModelConfig has the proposed ``fused`` field: the reference."""
+    return dataclasses.replace(cfg, fused="off") if hasattr(cfg, "fused") else cfg
+
+
+def make_case(cfg: ModelConfig, seed: int, pop: int = 3, agents: int = 5):
+    """A model (eager ``plastic_step``), random population parameters (``init_params`` + 0.3 noise),
+    W ~ 0.5 N(0, 1) and v0 in [-1, 1]."""
+    model = MetODS(eager_only(cfg), obs_dim=4, num_actions=3)
+    g = torch.Generator().manual_seed(seed)
+    params = model.spec.unflatten(model.init_params(g) + 0.3 * torch.randn(pop, model.num_params, generator=g))
+    w = 0.5 * torch.randn(pop, agents, cfg.n, cfg.n, generator=g)
+    v0 = torch.rand(pop, agents, cfg.n, generator=g) * 2 - 1
+    return model, params, w, v0
+
+
+def float64_step(model: MetODS, params, w, v0):
+    """The eager step in float64: (v_S, W_t, the scale of W_t before the clip)."""
+    unclipped = MetODS(dataclasses.replace(model.cfg, plastic_bound=0.0), model.obs_dim, model.num_actions)
+    params64 = {k: v.double() for k, v in params.items()}
+    v, w_free = unclipped.plastic_step(params64, w.double(), v0.double())
+    bound = model.cfg.plastic_bound
+    return v, (w_free.clamp(-bound, bound) if bound > 0 else w_free), w_free.abs().max()
+
+
+def assert_as_accurate(fused_x, eager_x, exact_x, scale, what: str):
+    """fused vs eager and fused vs float64, normwise, within ACCURACY_FACTOR x max(eager's own error, FLOOR)."""
+    def err(a, b):
+        return float((a.double() - b.double()).abs().max() / scale)
+
+    allowed = ACCURACY_FACTOR * max(err(eager_x, exact_x), FLOOR)
+    assert err(fused_x, eager_x) <= allowed, f"{what}: fused vs eager {err(fused_x, eager_x):.2e} > {allowed:.2e}"
+    assert err(fused_x, exact_x) <= allowed, f"{what}: fused vs float64 {err(fused_x, exact_x):.2e} > {allowed:.2e}"
+
+
+@pytest.mark.parametrize("depth,alpha,activation", list(itertools.product(
+    [1, 2, 3, 4], ["matrix", "scalar"], ["tanh", "relu", "sigmoid", "identity"])))
+def test_step_matches_eager(depth, alpha, activation):
+    for n, bound in [(5, 1.5), (20, 0.0), (20, 1.5), (64, 1.5)]:  # with and without the clip
+        cfg = ModelConfig(n=n, depth=depth, alpha=alpha, activation=activation, plastic_bound=bound)
+        model, params, w, v0 = make_case(cfg, seed=100 * depth + n)
+        w_before = w.clone()
+        with torch.no_grad():
+            v_eager, w_eager = model.plastic_step(params, w, v0)
+            v_fused, w_fused = fused.fused_plastic_step(model, params, w, v0)
+        v_exact, w_exact, w_scale = float64_step(model, params, w, v0)
+        assert torch.equal(w, w_before), "the kernel must only read W"
+        assert v_fused.shape == v_eager.shape and w_fused.shape == w_eager.shape
+        assert_as_accurate(v_fused, v_eager, v_exact, v_exact.abs().max(), f"v N={n} bound={bound}")
+        assert_as_accurate(w_fused, w_eager, w_exact, w_scale, f"W N={n} bound={bound}")
+        if bound > 0:
+            assert w_fused.abs().max() <= bound
+
+
+@pytest.mark.parametrize("n,depth", [(33, 2), (128, 3), (20, 5), (9, 6)])
+def test_other_sizes_and_depths(n, depth):
+    """N past the unrolled sizes (N > 32: generic row loops, with and without a partial lane) and S > 4."""
+    cfg = ModelConfig(n=n, depth=depth, plastic_bound=1.5)
+    model, params, w, v0 = make_case(cfg, seed=n + depth, pop=2, agents=3)
+    with torch.no_grad():
+        v_eager, w_eager = model.plastic_step(params, w, v0)
+        v_fused, w_fused = fused.fused_plastic_step(model, params, w, v0)
+    v_exact, w_exact, w_scale = float64_step(model, params, w, v0)
+    assert_as_accurate(v_fused, v_eager, v_exact, v_exact.abs().max(), "v")
+    assert_as_accurate(w_fused, w_eager, w_exact, w_scale, "W")
+
+
+def test_thirty_step_chain_matches_eager():
+    """W fed back for 30 steps (new v0 each step): both float32 paths stay as close to float64 as each other."""
+    cfg = ModelConfig(n=20, depth=3, plastic_bound=1.5)
+    model, params, w, _ = make_case(cfg, seed=7, pop=3, agents=4)
+    g = torch.Generator().manual_seed(8)
+    w_eager, w_fused, w_exact = w, w.clone(), w.double()
+    params64 = {k: v.double() for k, v in params.items()}
+    with torch.no_grad():
+        for t in range(30):
+            v0 = torch.rand(3, 4, 20, generator=g) * 2 - 1
+            v_eager, w_eager = model.plastic_step(params, w_eager, v0)
+            v_fused, w_fused = fused.fused_plastic_step(model, params, w_fused, v0)
+            v_exact, w_exact = model.plastic_step(params64, w_exact, v0.double())
+            assert_as_accurate(v_fused, v_eager, v_exact, v_exact.abs().max(), f"v at step {t}")
+            assert_as_accurate(w_fused, w_eager, w_exact, w_exact.abs().max(), f"W at step {t}")
+
+
+def test_harlow_rollout_takes_the_same_actions(monkeypatch):
+    task = make_task("harlow")
+    model = MetODS(eager_only(ModelConfig(n=20, depth=3)), task.obs_dim, task.num_actions)
+    g = torch.Generator().manual_seed(3)
+    params = model.spec.unflatten(model.init_params(g) + 0.3 * torch.randn(4, model.num_params, generator=g))
+
+    def run():
+        with torch.no_grad():
+            return rollout(model, params, task, 8, torch.Generator().manual_seed(5), trace=True)
+
+    eager = run()
+    monkeypatch.setattr(model, "plastic_step", lambda p, w, v0: fused.fused_plastic_step(model, p, w, v0))
+    fast = run()
+    assert torch.equal(torch.stack(fast.trace["action"]), torch.stack(eager.trace["action"]))
+    assert torch.equal(fast.returns, eager.returns) and torch.equal(fast.lengths, eager.lengths)
+
+
+def test_thread_count_does_not_change_the_result():
+    model, params, w, v0 = make_case(ModelConfig(n=20, depth=3), seed=1, pop=8, agents=16)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            one = fused.fused_plastic_step(model, params, w, v0)
+            torch.set_num_threads(2)
+            two = fused.fused_plastic_step(model, params, w, v0)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_outputs_never_overwrite_live_tensors():
+    """Out buffers: ``out=`` is honoured, aliasing W is refused, and the pool recycles a W_t only once no tensor
+    (not even a detached view, as a rollout's trace keeps) refers to it."""
+    model, params, w, v0 = make_case(ModelConfig(n=64, depth=2), seed=2, pop=4, agents=32)  # 2 MiB: pooled
+    with torch.no_grad():
+        out = torch.empty_like(w)
+        assert fused.fused_plastic_step(model, params, w, v0, out=out)[1] is out
+        with pytest.raises(ValueError, match="alias"):
+            fused.fused_plastic_step(model, params, w, v0, out=w)
+        first = fused.fused_plastic_step(model, params, w, v0)[1]
+        kept = first.detach()
+        expected = kept.clone()
+        address = first.data_ptr()
+        del first
+        second = fused.fused_plastic_step(model, params, out, v0)[1]
+        assert second.data_ptr() != address and torch.equal(kept, expected)
+        del kept
+        third = fused.fused_plastic_step(model, params, second, v0)[1]
+        assert third.data_ptr() == address  # freed for good: recycled instead of page-faulting a new buffer
+    fused.clear_buffer_pool()
+
+
+def test_supported_only_where_it_applies():
+    model, params, w, v0 = make_case(ModelConfig(n=6, depth=2), seed=0)
+    assert not fused.fused_supported(model, params, w, v0)  # autograd on
+    with torch.no_grad():
+        assert fused.fused_supported(model, params, w, v0)
+        assert not fused.fused_supported(model, params, w.double(), v0.double())
+        linear = MetODS(ModelConfig(n=6, depth=2, write="linear"), obs_dim=4, num_actions=3)
+        assert not fused.fused_supported(linear, params, w, v0)
+        with pytest.raises(ValueError):
+            fused.fused_plastic_step(linear, params, w, v0)
+
+
+def with_fused_option(model: MetODS, mode: str | None):
+    """The model with the proposed ``model.fused`` config field set to ``mode`` (None: without the field)."""
+    fields = {k: v for k, v in vars(model.cfg).items() if k != "fused"}
+    return types.SimpleNamespace(cfg=types.SimpleNamespace(**fields, **({} if mode is None else {"fused": mode})))
+
+
+def big_state(model: MetODS, pop: int):
+    """Zero W and v0 with at least AUTO_MIN_ELEMENTS elements in W."""
+    n = model.cfg.n
+    agents = -(-fused.AUTO_MIN_ELEMENTS // (pop * n * n))
+    return torch.zeros(pop, agents, n, n), torch.zeros(pop, agents, n)
+
+
+def test_dispatch_rule():
+    """``should_fuse``: 'off' never, 'auto' from AUTO_MIN_ELEMENTS on, 'on' wherever supported; never with autograd."""
+    assert set(fused.ACTIVATION_CODES) == set(ACTIVATIONS)
+    model, params, w, v0 = make_case(ModelConfig(n=20, depth=2), seed=0, pop=2, agents=4)
+    w_big, v_big = big_state(model, pop=2)
+    assert not fused.should_fuse(with_fused_option(model, "on"), params, w_big, v_big)  # autograd on
+    with torch.no_grad():
+        assert fused.should_fuse(with_fused_option(model, None), params, w_big, v_big)  # no field: 'auto'
+        assert fused.should_fuse(with_fused_option(model, "auto"), params, w_big, v_big)
+        assert not fused.should_fuse(with_fused_option(model, "auto"), params, w, v0)
+        assert fused.should_fuse(with_fused_option(model, "on"), params, w, v0)
+        assert not fused.should_fuse(with_fused_option(model, "off"), params, w_big, v_big)
+        assert not fused.should_fuse(with_fused_option(model, "on"), params, w.double(), v0.double())
+        with pytest.raises(ValueError, match="model.fused"):
+            fused.should_fuse(with_fused_option(model, "always"), params, w, v0)
+
+
+def test_unavailable_kernel_is_reported_not_raised(monkeypatch):
+    monkeypatch.setattr(fused, "_load", lambda: (None, "OSError: no compiler"))
+    assert not fused.fused_available() and fused.unavailable_reason() == "OSError: no compiler"
+    model, params, w, v0 = make_case(ModelConfig(n=6, depth=2), seed=0)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="no compiler"):
+            fused.fused_plastic_step(model, params, w, v0)
+        assert not fused.should_fuse(with_fused_option(model, "auto"), params, *big_state(model, pop=3))
+        with pytest.raises(RuntimeError, match="unavailable"):
+            fused.should_fuse(with_fused_option(model, "on"), params, w, v0)
