@@ -52,9 +52,9 @@ class ModelConfig:
     fused: str = "auto"
     """The fused C++ CPU kernel for the no-grad plastic step (ES, evaluation; ``metods_evo/models/fused.py``):
     'auto' where W has >= 2^20 elements (the default ES population) and the kernel compiles, 'on' wherever
-    supported (an error if it cannot compile), 'off' always the eager step. Hebbian write only for now. It agrees
-    with the eager step to float32 rounding, not bitwise; the choice depends on shapes only, so a run (and its
-    resume) always takes the same path."""
+    supported (an error if it cannot compile), 'off' always the eager step. The hebbian and linear writes (the mlp
+    write always takes the eager step). It agrees with the eager step to float32 rounding, not bitwise; the choice
+    depends on shapes only, so a run (and its resume) always takes the same path."""
     hidden: int = 64
     """rl2: GRU units; maml: width of each of the MLP policy's two hidden layers."""
     maml_adapt_steps: int = 2

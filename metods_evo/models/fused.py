@@ -3,17 +3,20 @@
 The eager step (``metods.py``) reads W^(0) S times (one batched mat-vec per read) and writes W_t through a few
 [P, E, N, N] temporaries. This C++ kernel, compiled on first use with ``torch.utils.cpp_extension.load_inline``,
 walks the agents instead (OpenMP over agents, torch's thread count), and for each agent runs the whole
-step while that agent's W (and its individual's alpha) sit in L1/L2:
+step while that agent's W (and its individual's alpha, and L for the linear write) sit in L1/L2:
 
 * the same c / D formulation as ``plastic_step`` (W^(s) = c_s W^(0) + alpha * sum_k D[s,k] v_k (x) u_k), so no
   W^(s) is materialized: sweep s reads the rows of W^(0) and alpha and forms row i of W^(s-1) v_{s-1} on the fly;
-* the S-th sweep also writes W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) v_k) row by row, since the write
-  only needs v_0..v_{S-1}: W crosses the memory bus once in (first sweep) and once out (last sweep); sweeps 2..S
-  read it from cache.
+* the S-th sweep also writes W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k) row by row, since the write
+  only needs v_0..v_{S-1} and u_0..u_{S-1}: W crosses the memory bus once in (first sweep) and once out (last
+  sweep); sweeps 2..S read it from cache;
+* u_k = u(v_k) is v_k (hebbian: the same buffer) or L v_k (linear: one mat-vec with the individual's L per sweep,
+  before it, L read from memory once per individual and from cache for its other agents); the alpha terms of the
+  reads use (alpha * v_k (x) u_k) v = v_k * (alpha (u_k * v)).
 
-Scope: float32, no autograd (ES and evaluation run under ``torch.no_grad()``), the hebbian write, alpha 'matrix'
-or 'scalar', any activation of ``ACTIVATIONS``, any S >= 1 and N. ``fused_supported`` says whether a call qualifies;
-the eager ``plastic_step`` stays the reference and is always correct.
+Scope: float32, no autograd (ES and evaluation run under ``torch.no_grad()``), the hebbian and linear writes (the
+mlp write stays eager), alpha 'matrix' or 'scalar', any activation of ``ACTIVATIONS``, any S >= 1 and N.
+``fused_supported`` says whether a call qualifies; the eager ``plastic_step`` stays the reference and is always correct.
 
 Equality with the eager path: within float32 rounding, not bitwise. The eager step reduces with MKL (the batched
 matmuls of the alpha terms and of the outer products, whose summation order and FMA use depend on MKL's kernel
@@ -55,6 +58,11 @@ of one core once per machine, would cost more than the kernel saves. The choice 
 a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
 GRAIN_AGENTS = 16
 """Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
+KERNEL_VERSION = 2
+"""Part of the extension's name: bump it whenever ``SOURCE`` changes, so that no cache (torch's, or
+``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write)."""
+WRITES = ("hebbian", "linear")
+"""The write rules the kernel computes."""
 
 SOURCE = r"""
 #include <ATen/Parallel.h>
@@ -139,11 +147,33 @@ inline Vec row_sums(const Vec* acc) {
 
 struct Step {
   const float* w; const float* v0; const float* kappa; const float* beta; const float* alpha;
+  const float* write_l;  // the linear write's L [P or 1][N][N] (rows contiguous, row stride write_l_row), or null
   float* w_out; float* v_out;
-  int64_t agents_per_individual, n, depth, kappa_stride, beta_stride, alpha_stride, activation;
+  int64_t agents_per_individual, n, depth, kappa_stride, beta_stride, alpha_stride, write_l_stride, write_l_row,
+      activation;
   bool alpha_matrix;
   float bound;
 };
+
+// u = L v for one agent (the linear write's u(v)): rows of L [n][row stride ld], v zero-padded to np; writes u[0..np)
+// (the padding lanes stay zero). Lane-wise FMA over j, one transpose-and-add per kLanes rows, as the sweeps.
+void linear_write_vector(const float* l, int64_t ld, int64_t n, int64_t np, const float* v, float* u) {
+  const int64_t chunks = np / kLanes, tail = n - (chunks - 1) * kLanes;
+  for (int64_t i0 = 0; i0 < np; i0 += kLanes) {
+    Vec acc[kLanes];
+    for (int64_t r = 0; r < kLanes; ++r) {
+      const int64_t i = i0 + r;
+      acc[r] = Vec(0.f);
+      if (i >= n) continue;
+      const float* l_row = l + i * ld;
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t j = c * kLanes, count = c + 1 < chunks ? kLanes : tail;
+        acc[r] = at::vec::fmadd(Vec::loadu(l_row + j, count), Vec::loadu(v + j), acc[r]);
+      }
+    }
+    row_sums(acc).store(u + i0);
+  }
+}
 
 // c[s]: coefficient of W^(0) in W^(s); d[s * S + k]: of alpha * v_k (x) u_k. The same float32 operations in the
 // same order as MetODS.plastic_step (Python's sum starts from 0), so c and d round exactly as the eager ones
@@ -167,7 +197,8 @@ void coefficients(const float* beta, int64_t depth, float* c, float* d) {
 struct Sweep {
   int64_t n, np, terms, writes;  // terms: alpha terms of the read (s - 1); writes: outer products (S, last sweep)
   const float* w; const float* alpha; float alpha_scalar;
-  const float* v; const float* vp; const float* z;  // v_0..v_S [S + 1][np], v_{s-1}, z_k = v_k * v_{s-1}
+  const float* v; const float* u;                   // v_0..v_S [S + 1][np]; u_k = u(v_k) [S][np] (hebbian: u = v)
+  const float* vp; const float* z;                  // v_{s-1}; z_k = u_k * v_{s-1}
   const float* d_read; const float* d_write;        // D[s-1, k], D[S, k]
   float c_read, c_write, bound;
   float* coef_read; float* coef_write;              // per row: D[s-1, k] v_k[i], D[S, k] v_k[i]
@@ -213,7 +244,7 @@ void sweep(const Sweep& sw) {
         const Vec wv = Vec::loadu(w_row + j, count);
         acc_w = at::vec::fmadd(wv, Vec::loadu(sw.vp + j), acc_w);
         const Vec av = kMatrix ? Vec::loadu(a_row + j, count) : alpha_scalar;
-        if (kMatrix && terms > 0) {  // row i of (alpha * sum_k D[s-1,k] v_k (x) v_k), times v_{s-1}
+        if (kMatrix && terms > 0) {  // row i of (alpha * sum_k D[s-1,k] v_k (x) u_k), times v_{s-1}
           Vec y;
           if (kT >= 0) {
             y = cr[0] * Vec::loadu(sw.z + j);
@@ -225,15 +256,15 @@ void sweep(const Sweep& sw) {
           }
           acc_a = at::vec::fmadd(av, y, acc_a);
         }
-        if (writes > 0) {  // row i of W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) v_k)
+        if (writes > 0) {  // row i of W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k)
           Vec outer;
           if (kU >= 0) {
-            outer = cw[0] * Vec::loadu(sw.v + j);
-            for (int k = 1; k < kU; ++k) outer = at::vec::fmadd(cw[k], Vec::loadu(sw.v + k * np + j), outer);
+            outer = cw[0] * Vec::loadu(sw.u + j);
+            for (int k = 1; k < kU; ++k) outer = at::vec::fmadd(cw[k], Vec::loadu(sw.u + k * np + j), outer);
           } else {
-            outer = Vec(sw.coef_write[0]) * Vec::loadu(sw.v + j);
+            outer = Vec(sw.coef_write[0]) * Vec::loadu(sw.u + j);
             for (int64_t k = 1; k < writes; ++k)
-              outer = at::vec::fmadd(Vec(sw.coef_write[k]), Vec::loadu(sw.v + k * np + j), outer);
+              outer = at::vec::fmadd(Vec(sw.coef_write[k]), Vec::loadu(sw.u + k * np + j), outer);
           }
           Vec w_new = at::vec::fmadd(wv, c_write, outer * av);
           if (clip) w_new = at::vec::clamp(w_new, lo, hi);
@@ -284,20 +315,25 @@ void dispatch_sweep(const Sweep& sw) {
 void run_agents(const Step& st, int64_t begin, int64_t end) {
   const int64_t n = st.n, depth = st.depth, nn = n * n;
   const int64_t np = (n + kLanes - 1) / kLanes * kLanes;  // local vectors are zero-padded to whole lanes
-  std::vector<float> scratch((2 * depth + 2) * np + (depth + 1) * (depth + 1) + 2 * depth, 0.f);
+  const bool linear = st.write_l != nullptr;
+  std::vector<float> scratch((2 * depth + 2 + (linear ? depth : 0)) * np + (depth + 1) * (depth + 1) + 2 * depth,
+                             0.f);
   float* v = scratch.data();         // v_0..v_S, [S + 1][np]
   float* z = v + (depth + 1) * np;   // [S][np]
   float* read = z + depth * np;      // [np]
+  float* u = linear ? read + np + (depth + 1) * (depth + 1) + 2 * depth : v;  // u_0..u_{S-1} [S][np]; hebbian: v
   float* c = read + np;              // [S + 1]
   float* d = c + (depth + 1);        // [S + 1][S]
   float* coef_read = d + (depth + 1) * depth;
   float* coef_write = coef_read + depth;
   int64_t individual = -1;
   const float* kappa = nullptr;
+  const float* write_l = nullptr;
   Sweep sw{};
   sw.n = n;
   sw.np = np;
   sw.v = v;
+  sw.u = u;
   sw.z = z;
   sw.coef_read = coef_read;
   sw.coef_write = coef_write;
@@ -311,6 +347,7 @@ void run_agents(const Step& st, int64_t begin, int64_t end) {
       kappa = st.kappa + p * st.kappa_stride;
       sw.alpha = st.alpha + p * st.alpha_stride;
       sw.alpha_scalar = sw.alpha[0];
+      if (linear) write_l = st.write_l + p * st.write_l_stride;
     }
     sw.w = st.w + agent * nn;
     sw.out = st.w_out + agent * nn;
@@ -324,17 +361,19 @@ void run_agents(const Step& st, int64_t begin, int64_t end) {
       sw.d_read = d + (s - 1) * depth;
       sw.c_write = c[depth];
       sw.d_write = d + depth * depth;
+      // u_{s-1} = L v_{s-1}: the reads of sweeps > s - 1 and the write need it, L comes from cache after agent 1
+      if (linear) linear_write_vector(write_l, st.write_l_row, n, np, vp, u + (s - 1) * np);
       if (st.alpha_matrix) {
         for (int64_t k = 0; k + 1 < s; ++k)
           for (int64_t j = 0; j < np; j += kLanes)
-            (Vec::loadu(v + k * np + j) * Vec::loadu(vp + j)).store(z + k * np + j);
+            (Vec::loadu(u + k * np + j) * Vec::loadu(vp + j)).store(z + k * np + j);
         dispatch_sweep<true>(sw);
       } else {
         dispatch_sweep<false>(sw);
-        for (int64_t k = 0; k + 1 < s; ++k) {  // (alpha v_k (x) v_k) v_{s-1} = alpha (v_k . v_{s-1}) v_k
+        for (int64_t k = 0; k + 1 < s; ++k) {  // (alpha v_k (x) u_k) v_{s-1} = alpha (u_k . v_{s-1}) v_k
           Vec dot(0.f);
           for (int64_t j = 0; j < np; j += kLanes)
-            dot = at::vec::fmadd(Vec::loadu(v + k * np + j), Vec::loadu(vp + j), dot);
+            dot = at::vec::fmadd(Vec::loadu(u + k * np + j), Vec::loadu(vp + j), dot);
           const float dot_k = at::vec::vec_reduce_all<float>([](Vec a, Vec b) { return a + b; }, dot);
           const Vec g(sw.d_read[k] * sw.alpha_scalar * dot_k);
           for (int64_t j = 0; j < np; j += kLanes)
@@ -415,7 +454,8 @@ at::Tensor empty_output(std::vector<int64_t> sizes) {
 void clear_buffer_pool() { pool().clear(); }
 
 void plastic_step(const at::Tensor& w, const at::Tensor& v0, const at::Tensor& kappa, const at::Tensor& beta,
-                  const at::Tensor& alpha, int64_t depth, int64_t activation, double bound, int64_t grain,
+                  const at::Tensor& alpha, const at::Tensor& write_l, int64_t depth, int64_t activation, double bound,
+                  int64_t grain,
                   const at::Tensor& w_out, const at::Tensor& v_out) {
   TORCH_CHECK(w.dim() == 4 && w.size(2) == w.size(3), "w must be [P, E, N, N]");
   const int64_t pop = w.size(0), agents = w.size(1), n = w.size(2);
@@ -431,13 +471,21 @@ void plastic_step(const at::Tensor& w, const at::Tensor& v0, const at::Tensor& k
   const bool matrix = alpha.dim() == 3;
   TORCH_CHECK(matrix ? (alpha.size(1) == n && alpha.size(2) == n && alpha.stride(2) == 1 && alpha.stride(1) == n)
                      : (alpha.dim() == 2 && alpha.size(1) == 1), "alpha must be [P, N, N] (rows contiguous) or [P, 1]");
+  // the write rule: an empty write_l is hebbian (u = v), an [P or 1, N, N] one the linear write u = L v
+  const bool linear = write_l.numel() > 0;
+  TORCH_CHECK(write_l.scalar_type() == at::kFloat && write_l.device().is_cpu(),
+              "the fused step takes float32 CPU tensors");
+  TORCH_CHECK(!linear || (write_l.dim() == 3 && write_l.size(1) == n && write_l.size(2) == n &&
+                          write_l.stride(2) == 1 && (write_l.size(0) == pop || write_l.size(0) == 1)),
+              "write_l must be empty (hebbian) or [P or 1, N, N] with unit inner stride");
   for (const at::Tensor* t : {&kappa, &beta, &alpha})
     TORCH_CHECK(t->size(0) == pop || t->size(0) == 1, "parameters must have P or 1 individuals");
   auto individual_stride = [](const at::Tensor& t) { return t.size(0) == 1 ? int64_t{0} : t.stride(0); };
   Step st{w.data_ptr<float>(), v0.data_ptr<float>(), kappa.data_ptr<float>(), beta.data_ptr<float>(),
-          alpha.data_ptr<float>(), w_out.data_ptr<float>(), v_out.data_ptr<float>(), agents, n, depth,
-          individual_stride(kappa), individual_stride(beta), individual_stride(alpha), activation, matrix,
-          static_cast<float>(bound)};
+          alpha.data_ptr<float>(), linear ? write_l.data_ptr<float>() : nullptr, w_out.data_ptr<float>(),
+          v_out.data_ptr<float>(), agents, n, depth, individual_stride(kappa), individual_stride(beta),
+          individual_stride(alpha), linear ? individual_stride(write_l) : 0, linear ? write_l.stride(1) : 0,
+          activation, matrix, static_cast<float>(bound)};
   if (pop * agents == 0) return;
   pybind11::gil_scoped_release no_gil;  // plain C++ from here on: other Python threads may run
   at::parallel_for(0, pop * agents, grain, [&](int64_t begin, int64_t end) { run_agents(st, begin, end); });
@@ -463,7 +511,7 @@ def _load() -> tuple[object | None, str]:
         from torch.utils.cpp_extension import load_inline
 
         tag, flags = _compile_flags()
-        name = f"metods_evo_fused_{tag}"
+        name = f"metods_evo_fused_v{KERNEL_VERSION}_{tag}"
         build_directory = None
         if os.environ.get(KERNEL_DIR_ENV):
             build_directory = os.path.join(os.environ[KERNEL_DIR_ENV], name)
@@ -493,20 +541,28 @@ def unavailable_reason() -> str:
 
 
 def fused_supported(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor) -> bool:
-    """Whether the kernel computes this step: no autograd, float32 CPU tensors, the hebbian write (independent of
-    whether the kernel compiled: ``fused_available``)."""
+    """Whether the kernel computes this step: no autograd, float32 CPU tensors, the hebbian or linear write (for
+    linear, ``write_l`` [1 or P, N, N]); independent of whether the kernel compiled: ``fused_available``."""
+    write = model.cfg.write
+    if torch.is_grad_enabled() or write not in WRITES or model.cfg.activation not in ACTIVATION_CODES:
+        return False
     tensors = (w, v0, params["kappa"], params["beta"], params["alpha"])
-    return (not torch.is_grad_enabled() and model.cfg.write == "hebbian" and model.cfg.activation in ACTIVATION_CODES
-            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    if write == "linear":
+        if params.get("write_l") is None:
+            return False
+        tensors += (params["write_l"],)
+    if not (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
             and w.dim() == 4 and v0.shape == w.shape[:3] and w.shape[2] == w.shape[3]
-            and all(t.shape[0] in (1, w.shape[0]) for t in tensors[2:]))
+            and all(t.shape[0] in (1, w.shape[0]) for t in tensors[2:])):
+        return False
+    return write != "linear" or (params["write_l"].dim() == 3 and params["write_l"].shape[1:] == w.shape[2:])
 
 
 def should_fuse(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor) -> bool:
     """The dispatch rule for ``MetODS.plastic_step``, by ``model.cfg.fused`` ('auto' when the config has no such
     field): 'off' never; 'auto' where ``fused_supported`` and W has >= ``AUTO_MIN_ELEMENTS`` elements and the
     kernel compiles; 'on' wherever ``fused_supported``, raising if the kernel does not compile. Steps with
-    autograd, other dtypes or devices and the linear / mlp writes always take the eager path."""
+    autograd, other dtypes or devices and the mlp write always take the eager path."""
     mode = getattr(model.cfg, "fused", "auto")
     if mode not in MODES:
         raise ValueError(f"model.fused must be one of {', '.join(MODES)}, not {mode!r}")
@@ -532,7 +588,7 @@ def fused_plastic_step(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: 
     eager step is the fallback.
     """
     if not fused_supported(model, params, w, v0):
-        raise ValueError("the fused step needs no_grad, float32 CPU tensors and the hebbian write")
+        raise ValueError("the fused step needs no_grad, float32 CPU tensors and the hebbian or linear write")
     module, reason = _load()
     if module is None:
         raise RuntimeError(f"the fused kernel is unavailable: {reason}")
@@ -546,7 +602,13 @@ def fused_plastic_step(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: 
         kappa, beta = kappa.contiguous(), beta.contiguous()
     if alpha.dim() == 3 and (alpha.stride(2) != 1 or alpha.stride(1) != alpha.shape[2]):
         alpha = alpha.contiguous()
-    module.plastic_step(w, v0, kappa, beta, alpha, model.cfg.depth, ACTIVATION_CODES[model.cfg.activation],
+    if model.cfg.write == "linear":
+        write_l = params["write_l"]
+        if write_l.stride(2) != 1:
+            write_l = write_l.contiguous()
+    else:  # empty: the kernel's hebbian write (u = v)
+        write_l = w.new_empty(0)
+    module.plastic_step(w, v0, kappa, beta, alpha, write_l, model.cfg.depth, ACTIVATION_CODES[model.cfg.activation],
                         float(model.cfg.plastic_bound), GRAIN_AGENTS, w_out, v_out)
     return v_out, w_out
 

@@ -140,7 +140,7 @@ class MetODS:
         alpha terms, and W is written once per environment step. This is exact, not an approximation;
         ``tests/test_model.py`` checks it against a literal transcription of the recursions.
         ``plastic_bound`` clips the carried W_t (not the transient W^(s) inside a step). Large no-grad steps with the
-        hebbian write go to the fused C++ kernel (``model.fused``, ``metods_evo/models/fused.py``).
+        hebbian or linear write go to the fused C++ kernel (``model.fused``, ``metods_evo/models/fused.py``).
         """
         if fused.should_fuse(self, params, w, v0):  # the same step in one C++ pass over each agent's W
             return fused.fused_plastic_step(self, params, w, v0)
