@@ -82,21 +82,13 @@ def replay_plastic(model, params: dict[str, Tensor], w0: Tensor, obs: Tensor, ac
     return torch.stack(vs), torch.stack(ws)
 
 
-def initial_weights(model, params: dict[str, Tensor], task, episodes: int, seed: int) -> Tensor:
-    """W_{-1} ``[P, E, N, N]`` of a ``rollout`` seeded with ``seed``: the same draws in the same order (the task's
-    reset, then ``model.initial_state``), so a random W0 comes out as the rollout drew it."""
-    generator = torch.Generator().manual_seed(seed)
-    task.reset(episodes, generator)
-    return model.initial_state(params, episodes, generator)["W"]
-
-
 @torch.no_grad()
 def collect(model, params: dict[str, Tensor], task, episodes: int, seed: int, action_mode: str) -> Episodes:
     """Play ``episodes`` episodes with one individual (``params`` with P = 1) and recompute v."""
     check_supported(model, task)
     result = rollout(model, params, task, episodes, torch.Generator().manual_seed(seed), action_mode=action_mode,
-                     trace=True)
-    w0 = initial_weights(model, params, task, episodes, seed)
+                     trace=True, record=True)
+    w0 = result.inputs["state0"]["W"]  # the plastic state each episode started from (random W0 included)
     actions = torch.stack(result.trace["action"])
     v, _ = replay_plastic(model, params, w0, torch.stack(result.trace["obs"]), actions, result.rewards)
     return Episodes(W0=w0[0], W=torch.stack(result.trace["W"])[:, 0], v=v[:, 0], actions=actions[:, 0],
