@@ -23,21 +23,6 @@ from metods_evo.tasks.base import Task
 from metods_evo.train import make_trainer
 
 
-class TwoArmedBandit(Task):
-    """As in test_gradient.py: ten pulls, the paying arm (+1, the other -1) hidden and drawn per episode."""
-
-    obs_dim, num_actions, max_steps = 1, 2, 10
-
-    def reset(self, num_envs, generator):
-        good = torch.randint(0, 2, (num_envs,), generator=generator, device=self.device)
-        return {"good": good, "t": torch.zeros(num_envs, dtype=torch.long)}, torch.ones(num_envs, 1)
-
-    def step(self, state, action, generator):
-        t = state["t"] + 1
-        reward = (action == state["good"]).float() * 2 - 1
-        return {**state, "t": t}, torch.ones(len(action), 1), reward, t >= self.max_steps
-
-
 class HiddenPush(Task):
     """As test_continuous.py's task: ten 2-D pushes, reward d . a for a hidden direction d in {-1, +1}^2."""
 
@@ -54,7 +39,7 @@ class HiddenPush(Task):
 
 @pytest.fixture
 def bandit_task():
-    register("bandit-baselines-test", f"{__name__}:TwoArmedBandit")
+    register("bandit-baselines-test", "test_gradient:TwoArmedBandit")  # the task of test_gradient.py
     yield "bandit-baselines-test"
     TASKS.pop("bandit-baselines-test")
 

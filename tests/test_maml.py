@@ -283,25 +283,9 @@ def test_no_grad_rollout_equals_autograd_rollout_and_keeps_no_graph(continuous, 
 
 
 # ---------------------------------------------------------------------------------------------- learning
-class HiddenArm(Task):
-    """Ten pulls of a two-armed bandit whose paying arm (+1; the other -1) is drawn per episode, under a constant
-    observation: a plain MLP scores 0 in expectation; adapting on the first K = 2 pulls can earn up to 8."""
-
-    obs_dim, num_actions, max_steps = 1, 2, 10
-
-    def reset(self, num_envs, generator):
-        good = torch.randint(0, 2, (num_envs,), generator=generator)
-        return {"good": good, "t": torch.zeros(num_envs, dtype=torch.long)}, torch.ones(num_envs, 1)
-
-    def step(self, state, action, generator):
-        t = state["t"] + 1
-        reward = (action == state["good"]).float() * 2 - 1
-        return {**state, "t": t}, torch.ones(len(action), 1), reward, t >= self.max_steps
-
-
 @pytest.fixture
 def hidden_arm():
-    register("maml-arm-test", f"{__name__}:HiddenArm")
+    register("maml-arm-test", "test_gradient:TwoArmedBandit")  # the hidden bandit of test_gradient.py
     yield "maml-arm-test"
     TASKS.pop("maml-arm-test")
 
