@@ -1,7 +1,8 @@
 """Roofline of the MetODS plastic step and of full rollouts against the memory bandwidth of the same machine.
 
-What is measured (CPU, under ``torch.no_grad()`` as ES scores a population, ``--threads`` torch threads for
-everything, the copy included):
+What is measured (under ``torch.no_grad()`` as ES scores a population; on the CPU with ``--threads`` torch threads
+for everything, the copy included; with ``--device cuda`` everything runs on the GPU, timed with a
+``torch.cuda.synchronize()`` at the end of each block, and the limit is a device-to-device copy):
 
 * **memory-bandwidth limit**: ``dst.copy_(src)`` of a ``--copy-mib`` (256) MiB float32 tensor, far beyond the
   last-level cache, best of ``--copy-repeats`` copies, counting read + write = 2 x its size per copy. It is
@@ -40,6 +41,7 @@ Run::
     python benchmarks/roofline.py                    # full sweep, 1 thread (as training); minutes
     python benchmarks/roofline.py --threads 2        # both cores (only on an otherwise idle machine)
     python benchmarks/roofline.py --quick --json     # small sweep + machine-readable dump
+    python benchmarks/roofline.py --device cuda --max-gib 40 --copy-mib 2048   # on a GPU
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every measurement")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: where states, model and tasks live")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile(plastic_step) at each plastic-step point (compiles once per point)")
     p.add_argument("--quick", action="store_true", help="the small sweep (see the other options)")
     p.add_argument("--ns", type=int_list, help=sweep_help("plastic-layer sizes N", "ns"))
     p.add_argument("--depths", type=int_list, help=sweep_help("recursion depths S", "depths"))
@@ -113,6 +118,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if min(args.ns + args.depths + args.pe + args.rollout_pe, default=1) < 1:
         p.error("sizes must be >= 1")
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device must be cpu, cuda or cuda:N (got {args.device!r})")
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible")
+    if args.device.type not in ("cpu", "cuda"):
+        p.error(f"--device must be cpu, cuda or cuda:N (got {args.device})")
     for task_id in args.tasks:
         if task_id not in TASKS:
             p.error(f"unknown task {task_id!r}; choose from {', '.join(sorted(TASKS))}")
@@ -148,43 +161,60 @@ def fits(agents: int, n: int, max_gib: float) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- timing
-def copy_bandwidth(mib: float, repeats: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer read after it covers the work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(mib: float, repeats: int, device: torch.device) -> float:
     """Read + write bytes/s of ``dst.copy_(src)`` for a float32 tensor of ``mib`` MiB (best timed sample).
 
     Small sizes repeat the copy inside a sample so each sample moves at least 64 MiB (timer resolution)."""
     numel = max(1, int(mib * MIB) // FLOAT32)
-    src = torch.ones(numel)
+    src = torch.ones(numel, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)  # first touch of dst's pages, outside the timing
     inner = max(1, (64 * MIB) // (numel * FLOAT32))
     best = math.inf
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(inner):
             dst.copy_(src)
+        synchronize(device)
         best = min(best, (time.perf_counter() - start) / inner)
     return 2 * numel * FLOAT32 / best
 
 
-def measure(call: Callable[[], int], min_seconds: float, repeats: int, warmup: int) -> list[float]:
-    """Rates (agent-steps/s) of ``repeats`` timed blocks of >= ``min_seconds``; ``call`` returns its agent-steps."""
+CPU = torch.device("cpu")
+
+
+def measure(call: Callable[[], int], min_seconds: float, repeats: int, warmup: int,
+            device: torch.device = CPU) -> list[float]:
+    """Rates (agent-steps/s) of ``repeats`` timed blocks of >= ``min_seconds``; ``call`` returns its agent-steps.
+
+    On a GPU the calls only queue work: each block ends with a synchronize, so its time covers all its work."""
     for _ in range(warmup):
         call()
     rates = []
     for _ in range(repeats):
+        synchronize(device)
         steps, start = 0, time.perf_counter()
         while True:
             steps += call()
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
+            if time.perf_counter() - start >= min_seconds:
+                synchronize(device)
+                elapsed = time.perf_counter() - start
                 break
         rates.append(steps / elapsed)
     return rates
 
 
-def population_params(model: MetODS, pop: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def population_params(model: MetODS, pop: int, generator: torch.Generator,
+                      device: torch.device) -> dict[str, torch.Tensor]:
     base = model.init_params(generator)
-    return model.spec.unflatten(base + 0.1 * torch.randn(pop, base.numel(), generator=generator))
+    return model.spec.unflatten((base + 0.1 * torch.randn(pop, base.numel(), generator=generator)).to(device))
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -195,12 +225,13 @@ def plastic_point(n: int, depth: int, pe: int, args: argparse.Namespace) -> dict
     model = MetODS(ModelConfig(n=n, depth=depth, write="hebbian"), probe.obs_dim, probe.num_actions)
     pop, episodes = population_shape(pe, args.episodes)
     agents = pop * episodes
-    params = population_params(model, pop, gen)
-    v0 = torch.rand(pop, episodes, n, generator=gen) * 2 - 1
-    carry = {"W": torch.empty(pop, episodes, n, n).uniform_(-0.1, 0.1, generator=gen)}
-    obs = torch.rand(pop, episodes, probe.obs_dim, generator=gen)
-    prev_action = torch.randint(-1, probe.num_actions, (pop, episodes), generator=gen)
-    prev_reward = torch.randn(pop, episodes, generator=gen)
+    dev = args.device
+    params = population_params(model, pop, gen, dev)
+    v0 = (torch.rand(pop, episodes, n, generator=gen) * 2 - 1).to(dev)
+    carry = {"W": torch.empty(pop, episodes, n, n).uniform_(-0.1, 0.1, generator=gen).to(dev)}
+    obs = torch.rand(pop, episodes, probe.obs_dim, generator=gen).to(dev)
+    prev_action = torch.randint(-1, probe.num_actions, (pop, episodes), generator=gen).to(dev)
+    prev_reward = torch.randn(pop, episodes, generator=gen).to(dev)
 
     def plastic() -> int:
         _, carry["W"] = model.plastic_step(params, carry["W"], v0)
@@ -210,9 +241,23 @@ def plastic_point(n: int, depth: int, pe: int, args: argparse.Namespace) -> dict
         carry.update(model.step(params, carry, obs, prev_action, prev_reward)[2])
         return agents
 
-    plastic_rates = measure(plastic, args.min_seconds, args.repeats, warmup=2)
-    step_rates = measure(whole_step, args.min_seconds, args.repeats, warmup=2)
-    return {"n": n, "depth": depth, "pop": pop, "episodes": episodes, "agents": agents,
+    plastic_rates = measure(plastic, args.min_seconds, args.repeats, warmup=2, device=dev)
+    step_rates = measure(whole_step, args.min_seconds, args.repeats, warmup=2, device=dev)
+    extra = {}
+    if args.compile:  # the same step through torch.compile (Inductor fuses the S recursions' elementwise work)
+        compiled_step = torch.compile(model.plastic_step, dynamic=False)
+
+        def compiled() -> int:
+            _, carry["W"] = compiled_step(params, carry["W"], v0)
+            return agents
+
+        start = time.perf_counter()
+        compiled()
+        synchronize(dev)
+        extra["compile_s"] = time.perf_counter() - start
+        compiled_rates = measure(compiled, args.min_seconds, args.repeats, warmup=2, device=dev)
+        extra |= {"compiled_rate": statistics.median(compiled_rates), "compiled_rates": compiled_rates}
+    return extra | {"n": n, "depth": depth, "pop": pop, "episodes": episodes, "agents": agents,
             "w_mib": state_bytes(agents, n) / MIB,
             "plastic_rate": statistics.median(plastic_rates), "plastic_rates": plastic_rates,
             "step_rate": statistics.median(step_rates), "step_rates": step_rates}
@@ -221,18 +266,19 @@ def plastic_point(n: int, depth: int, pe: int, args: argparse.Namespace) -> dict
 def rollout_point(task_id: str, write: str, pe: int, args: argparse.Namespace) -> dict:
     """Live agent-steps/s of one full batched rollout (env included), the same seeded episodes every call."""
     n, depth = args.rollout_n, args.rollout_depth
-    task = make_task(task_id)
+    dev = args.device
+    task = make_task(task_id, device=dev)
     model = MetODS(ModelConfig(n=n, depth=depth, write=write), task.obs_dim, task.num_actions, task.action_dim)
     pop, episodes = population_shape(pe, args.episodes)
     agents = pop * episodes
-    params = population_params(model, pop, torch.Generator().manual_seed(args.seed))
+    params = population_params(model, pop, torch.Generator().manual_seed(args.seed), dev)
 
     def one() -> int:
-        return rollout(model, params, task, episodes, torch.Generator().manual_seed(args.seed)).env_steps
+        return rollout(model, params, task, episodes, torch.Generator(dev).manual_seed(args.seed)).env_steps
 
-    first = rollout(model, params, task, episodes, torch.Generator().manual_seed(args.seed))
+    first = rollout(model, params, task, episodes, torch.Generator(dev).manual_seed(args.seed))
     loop_steps = first.rewards.shape[0]
-    rates = measure(one, args.min_seconds, args.repeats, warmup=0)
+    rates = measure(one, args.min_seconds, args.repeats, warmup=0, device=dev)
     return {"task": task_id, "write": write, "n": n, "depth": depth, "pop": pop, "episodes": episodes,
             "agents": agents, "w_mib": state_bytes(agents, n) / MIB, "loop_steps": loop_steps,
             "env_steps": first.env_steps, "live_fraction": first.env_steps / (loop_steps * agents),
@@ -259,13 +305,14 @@ def run(args: argparse.Namespace) -> dict:
     copies: list[dict] = []
 
     def limit(where: str) -> None:
-        copies.append({"where": where, "bytes_per_s": copy_bandwidth(args.copy_mib, args.copy_repeats)})
+        rate = copy_bandwidth(args.copy_mib, args.copy_repeats, args.device)
+        copies.append({"where": where, "bytes_per_s": rate})
 
     load_start = os.getloadavg()
     wall_start = time.perf_counter()
     with torch.no_grad():
         limit("start")
-        cache = {f"{mib} MiB": copy_bandwidth(mib, args.copy_repeats) for mib in CACHE_PROBE_MIB}
+        cache = {f"{mib} MiB": copy_bandwidth(mib, args.copy_repeats, args.device) for mib in CACHE_PROBE_MIB}
         plastic_rows, rollout_rows, skipped = [], [], []
         for n in args.ns:
             for depth in args.depths:
@@ -292,14 +339,25 @@ def run(args: argparse.Namespace) -> dict:
     for row in plastic_rows:
         add_fractions(row, "plastic_rate", "plastic_", bandwidth, impl=True)
         add_fractions(row, "step_rate", "step_", bandwidth, impl=False)
+        if "compiled_rate" in row:
+            add_fractions(row, "compiled_rate", "compiled_", bandwidth, impl=False)
     for row in rollout_rows:
         add_fractions(row, "rate", "", bandwidth, impl=False)
-    return {"config": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+    config = vars(args) | {"device": str(args.device)}
+    return {"config": config, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": device_name(args.device), "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
             "bandwidth": {"limit_bytes_per_s": bandwidth, "copy_mib": args.copy_mib, "measurements": copies,
                           "cache_sized_copies_bytes_per_s": cache},
             "plastic_step": plastic_rows, "rollout": rollout_rows, "skipped": skipped,
             "wall_seconds": time.perf_counter() - wall_start}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs)"
+    return "cpu"
 
 
 def cpu_name() -> str:
@@ -314,7 +372,8 @@ def cpu_name() -> str:
 def print_report(res: dict) -> None:
     bw = res["bandwidth"]
     gbs = [c["bytes_per_s"] / GB for c in bw["measurements"]]
-    print(f"roofline: torch {res['torch']}, threads={res['threads']}, cpu={res['cpu']} ({res['cpu_count']} cores), "
+    print(f"roofline on {res['device']}: torch {res['torch']}, threads={res['threads']}, "
+          f"cpu={res['cpu']} ({res['cpu_count']} cores), "
           f"load avg {res['loadavg_start'][0]:.2f} -> {res['loadavg_end'][0]:.2f}, no_grad, "
           f"median of {res['config']['repeats']} blocks >= {res['config']['min_seconds']} s per point")
     print(f"memory-bandwidth limit: {bw['limit_bytes_per_s'] / GB:.2f} GB/s = best of dst.copy_(src) of "
@@ -335,6 +394,17 @@ def print_report(res: dict) -> None:
         print(f"{r['n']:>4} {r['depth']:>2} {r['agents']:>7} {r['pop']:>5} {r['episodes']:>3} {r['w_mib']:>9.3f} | "
               f"{r['plastic_rate']:>13.4g} {r['plastic_gb_per_s']:>7.3f} {r['plastic_fraction']:>6.3f} "
               f"{r['plastic_impl_fraction']:>9.3f} | {r['step_rate']:>13.4g} {r['step_fraction']:>6.3f}")
+    compiled = [r for r in res["plastic_step"] if "compiled_rate" in r]
+    if compiled:
+        print("\ntorch.compile(plastic_step) at the same points (compile time excluded from the rates)")
+        head = (f"{'N':>4} {'S':>2} {'P x E':>7} | {'eager/s':>11} {'compiled/s':>11} {'ratio':>6} {'frac':>6} "
+                f"{'compile s':>9}")
+        print(head)
+        print("-" * len(head))
+        for r in compiled:
+            ratio = r["compiled_rate"] / r["plastic_rate"]
+            print(f"{r['n']:>4} {r['depth']:>2} {r['agents']:>7} | {r['plastic_rate']:>11.4g} "
+                  f"{r['compiled_rate']:>11.4g} {ratio:>6.2f} {r['compiled_fraction']:>6.3f} {r['compile_s']:>9.1f}")
 
     print("\nfull rollout (env included; agent-steps = env steps of live agents; live % = of the agents stepped)")
     head = (f"{'task':<7} {'write':<8} {'N':>3} {'S':>2} {'P x E':>7} {'P':>5} {'E':>3} {'W MiB':>8} {'T':>4} "
