@@ -195,6 +195,51 @@ def analyze(run_dir, out, episodes, seed) -> None:
 
 
 @main.command()
+@click.argument("run_dir", metavar="RUN")
+@click.option("--actuators", default="all", show_default=True,
+              help="Actuators to freeze one at a time: 'all' or comma-separated indices.")
+@click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Episodes per setting (the same seeded episodes for every setting).")
+@click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
+@click.option("--out", default=None, help="Folder for impairment.json / .md / .png. [default: RUN]")
+def impairment(run_dir, actuators, episodes, seed, out) -> None:
+    """Robustness to damage: the run's agent with each actuator frozen, as a fraction of its intact return."""
+    from pathlib import Path
+
+    import torch
+
+    from metods_evo import impairment as imp
+    from metods_evo.config import generation_seed, validate_task
+    from metods_evo.evaluate import USER_STREAM
+    from metods_evo.runs import RunDir
+
+    run = RunDir.open(run_dir)
+    cfg = run.config()
+    if imp.TASK_OPTION not in TASKS[cfg.task].options():
+        raise ConfigError(f"task {cfg.task!r} has no {imp.TASK_OPTION} option: impairment needs a MuJoCo "
+                          "direction task (cheetah-dir, ant-dir)")
+    count = validate_task(cfg.task, cfg.task_options).action_dim
+    if actuators.strip() == "all":
+        chosen = list(range(count))
+    else:
+        try:
+            chosen = [int(a) for a in actuators.split(",") if a.strip()]
+        except ValueError:
+            raise ConfigError(f"--actuators must be 'all' or comma-separated integers, got {actuators!r}") from None
+        bad = [a for a in chosen if not 0 <= a < count]
+        if bad or not chosen:
+            raise ConfigError(f"--actuators: {cfg.task} has actuators 0..{count - 1}, got {actuators!r}")
+    torch.set_num_threads(cfg.threads)
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        cfg.device = "cpu"
+    seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
+    result = imp.impairment_report(cfg, run.load_agent_state()["theta"], chosen, episodes, seed)
+    click.echo(imp.format_markdown(result))
+    for path in imp.write(result, Path(out) if out else run.path):
+        click.echo(str(path), err=True)
+
+
+@main.command()
 @click.option("--task", default="harlow", show_default=True, help="Registered task id (see `metods-evo tasks`).")
 @click.option("--optimizers", default="es,ppo", show_default=True, help="Comma-separated meta-optimizers to compare.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per optimizer.")
