@@ -10,6 +10,8 @@ model code and the same theta ``[P, D]`` (``model.init_params`` + 0.1 randn, see
 * **one-by-one, model too** (context): the same loop with the model also called per agent (P = 1, E = 1).
 * **batched, k sim threads**: ``metods_evo.rollout.rollout`` on ``make_task("ant-dir", sim_threads=k)``:
   the P x E MuJoCo states stepped as one batch per step, split over k threads (``mj_step`` drops the GIL).
+  Once fewer than half the agents are alive the rollout steps only the live ones (compaction); the row
+  "finished agents still stepped" (``compact=False``) shows what that saves.
 * **Ray, 2 actors**: ``MetODSProblem`` with ``es.num_actors=2`` (one torch thread and one sim thread each):
   evotorch hands each actor half the population, each scores its half with the batched rollout.
 * **evotorch VecGymNE** (the anchor a user would otherwise pick): ``VecGymNE`` scoring the same theta with
@@ -270,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda task=task: rollout(model, params, task, args.episodes,
                                       torch.Generator().manual_seed(args.seed)).env_steps,
             f"batched rollout, {pe} in one call, {k} sim thread{'s' * (k > 1)}", "1 x 1", str(k))
+    rows["batched_2_full"] = (
+        lambda: rollout(model, params, tasks[2], args.episodes, torch.Generator().manual_seed(args.seed),
+                        compact=False).env_steps,
+        f"batched rollout, {pe}, 2 sim threads, finished agents still stepped", "1 x 1", "2")
 
     ray_started, problems = False, []
     if not args.no_ray:

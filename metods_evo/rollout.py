@@ -4,7 +4,10 @@
 time step, for all P x E agents at once. All individuals see the same E sampled tasks (the task
 state is drawn once for E episodes and tiled P times), which makes their fitnesses comparable.
 Agents whose episode has ended are masked out, and the loop stops as soon as every episode has
-ended, so no step is spent on finished episodes beyond the slowest one.
+ended. When fewer than ``COMPACT_BELOW`` of the stepped agents are still alive (early terminations,
+e.g. Ant falling over), a scoring rollout (no record / trace, greedy actions) drops the finished ones:
+from then on it steps only the live agents, each with its individual's parameters, so no model or
+task compute goes to episodes that have ended. The result is the same as stepping everyone (tested).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import torch
 from torch import Tensor
 
 from metods_evo.tasks.base import Task
+
+COMPACT_BELOW = 0.5
+"""Compact the batch once the live agents are fewer than this fraction of the agents stepped."""
 
 
 @dataclass
@@ -30,6 +36,8 @@ class RolloutResult:
     """``[P, E]`` False where the model produced a non-finite output (those episodes score worst)."""
     env_steps: int
     """Environment steps actually taken by live agents."""
+    model_steps: int = 0
+    """Agent-steps the model and task computed: T x P x E, less what compaction dropped (module docstring)."""
     log_probs: Tensor | None = None
     values: Tensor | None = None
     entropies: Tensor | None = None
@@ -123,13 +131,14 @@ def first_action(task: Task, batch: tuple[int, ...], device: torch.device) -> Te
 
 def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, generator: torch.Generator, *,
             action_mode: str = "greedy", record: bool = False, trace: bool = False,
-            truncate: int = 0) -> RolloutResult:
+            truncate: int = 0, compact: bool = True) -> RolloutResult:
     """Run ``num_episodes`` episodes for each of the P individuals in ``params``.
 
     ``record=True`` keeps log-probs, values and entropies (with autograd when enabled) and the model's
     inputs for policy-gradient training; ``truncate=K`` cuts the gradient through the model state
     every K steps (truncated BPTT). ``trace=True`` keeps per-step model states and actions for analysis.
     The model state is a dict of ``[P, E, ...]`` tensors (MetODS: the plastic weights ``W``).
+    ``compact`` lets a greedy scoring rollout drop finished agents (module docstring; needs no record/trace).
     """
     pop = params[model.spec.names[0]].shape[0]
     task_state, obs = task.reset(num_episodes, generator)
@@ -150,7 +159,13 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     traces: dict[str, list[Tensor]] = {k: [] for k in (*model_state, "action", "obs")} if trace else {}
     # On an accelerator, checking "all done?" every step would sync with the host; check rarely there.
     check_every = 1 if device.type == "cpu" else 8
+    compact = compact and not (record or trace) and action_mode == "greedy" and getattr(model, "compactable", True)
+    full = (pop, num_episodes)  # the batch of the result; ``batch`` is what is stepped ((live agents, 1) once compact)
+    rows = None  # flat indices p * E + e of the stepped agents once compact, else None (all of them, as a grid)
+    all_lengths, all_finite, final_state = lengths, finite, {}  # the whole grid's, kept up to date at compactions
+    model_steps = 0
     for t in range(task.max_steps):
+        model_steps += math.prod(batch)
         out, value, model_state = model.step(params, model_state, obs.view(*batch, -1), prev_action, prev_reward)
         finite &= torch.isfinite(out).all(-1)
         out = torch.nan_to_num(out, nan=0.0, posinf=1e6, neginf=-1e6)
@@ -173,15 +188,35 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
             traces["action"].append(action.detach())
             traces["obs"].append(obs.view(*batch, -1))
         applied = env_action(action.detach(), task)
-        task_state, obs, reward, done = task.step(task_state, applied.reshape(pop * num_episodes, *applied.shape[2:]),
+        task_state, obs, reward, done = task.step(task_state, applied.reshape(math.prod(batch), *applied.shape[2:]),
                                                   generator)
         reward = reward.view(batch) * alive
-        rewards.append(reward)
         lengths += alive
         alive = alive & ~done.view(batch)
         prev_action, prev_reward = applied, reward
-        if (t + 1) % check_every == 0 and not bool(alive.any()):
-            break
+        rewards.append(reward if rows is None else _merge(reward.new_zeros(full), reward, rows, full))
+        if (t + 1) % check_every == 0:
+            live = int(alive.sum()) if compact else int(bool(alive.any()))
+            if live == 0:
+                break
+            if compact and live < COMPACT_BELOW * math.prod(batch):
+                keep = alive.view(-1).nonzero().squeeze(1)
+                all_lengths = _merge(all_lengths, lengths, rows, full)
+                all_finite = _merge(all_finite, finite, rows, full)
+                _save_rows(final_state, task_state, rows)
+                # parameters: per individual on the grid, per agent once compact
+                params = {k: v[keep // num_episodes if rows is None else keep] for k, v in params.items()}
+                rows = keep if rows is None else rows[keep]
+                model_state, task_state, obs, prev_action, prev_reward = _take(
+                    keep, rows, num_episodes, model_state, task_state, obs, prev_action, prev_reward, batch)
+                batch = (len(rows), 1)
+                lengths, finite = all_lengths.view(-1)[rows].view(batch), all_finite.view(-1)[rows].view(batch)
+                alive = torch.ones(batch, dtype=torch.bool, device=device)
+    if rows is not None:  # back to the [P, E] grid of the result
+        lengths, finite = _merge(all_lengths, lengths, rows, full), _merge(all_finite, finite, rows, full)
+        _save_rows(final_state, task_state, rows)
+        task_state = final_state
+    batch = full
     reward_trace = torch.stack(rewards)
     flat = reward_trace.reshape(reward_trace.shape[0], -1)
     metrics = {k: v.view(batch) for k, v in task.episode_metrics(flat, lengths.view(-1)).items()}
@@ -189,8 +224,44 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     stack = (lambda xs: torch.stack(xs)) if record else (lambda xs: None)
     if record:
         inputs |= {"obs": torch.stack(observations).detach(), "actions": torch.stack(actions)}
-    return RolloutResult(reward_trace, lengths, metrics, finite, int(lengths.sum()), stack(log_probs), stack(values),
-                         stack(entropies), traces, inputs, task_state)
+    return RolloutResult(reward_trace, lengths, metrics, finite, int(lengths.sum()), model_steps, stack(log_probs),
+                         stack(values), stack(entropies), traces, inputs, task_state)
+
+
+def _merge(whole: Tensor, x: Tensor, rows: Tensor | None, full: tuple[int, int]) -> Tensor:
+    """Per-agent values of the stepped agents written into the whole ``[P, E]`` grid ``whole`` (a new tensor;
+    ``rows=None``: ``x`` already is the whole grid)."""
+    if rows is None:
+        return x.view(full)
+    return whole.reshape(-1).index_copy(0, rows, x.reshape(-1)).view(full)
+
+
+def _save_rows(final: dict[str, Tensor], state: dict[str, Tensor], rows: Tensor | None) -> None:
+    """Write the stepped agents' task state into ``final`` (the whole batch, individual-major), so that agents
+    dropped by compaction keep their last state for ``task.state_metrics`` and ``episode_groups``."""
+    for k, v in state.items():
+        if k.startswith("_"):
+            continue
+        if rows is None:
+            final[k] = v.clone()
+        else:
+            final[k][rows] = v
+
+
+def _take(keep: Tensor, rows: Tensor, episodes: int, model_state: dict[str, Tensor], task_state: dict[str, Tensor],
+          obs: Tensor, prev_action: Tensor, prev_reward: Tensor, batch: tuple[int, ...]) -> tuple:
+    """Keep the agents ``keep`` (indices into the current flat batch) of the model and task state and the step's
+    inputs. ``rows`` are their flat grid indices p * E + e: the task's per-episode noise follows ``rows % E``
+    (``Task.uniform``), so every draw stays the same."""
+    flat = math.prod(batch)
+
+    def agents(x: Tensor) -> Tensor:  # [*batch, ...] -> the kept agents, [kept, 1, ...]
+        return x.reshape(flat, *x.shape[2:])[keep].unsqueeze(1)
+
+    model_state = {k: agents(v) for k, v in model_state.items()}
+    task_state = {k: v if k == "_episodes" else v[keep] for k, v in task_state.items()}
+    task_state["_episode_of"] = rows % episodes
+    return model_state, task_state, obs[keep], agents(prev_action), agents(prev_reward)
 
 
 def episodes_of(inputs: dict, index: Tensor) -> dict:

@@ -51,7 +51,10 @@ class Task:
 
         ``action`` is ``int64 [B]`` for discrete tasks. Returns (state, obs ``float32 [B, obs_dim]``,
         reward ``float32 [B]``, done ``bool [B]``). ``done`` is True on the step that ends the episode.
-        Stepping an episode after it is done must not fail; the rollout ignores what it returns.
+        Stepping an episode after it is done must not fail and must leave its state as it was: the rollout
+        ignores what it returns, and may stop stepping it (compaction), so the final state it reports for
+        ``state_metrics`` is the state at the episode's end. The rows of ``state`` carry no identity beyond
+        their values and ``_``-prefixed keys: the rollout may drop and reorder rows between steps.
         """
         raise NotImplementedError
 
@@ -69,11 +72,15 @@ class Task:
         draws are then made for the E episodes and shared by every individual (common random
         numbers): an individual's score does not depend on the population size or its position in
         the population, and differences between individuals come from their behaviour alone.
-        Tasks must keep ``_``-prefixed keys in the state they return.
+        Once the rollout drops finished agents it adds ``state["_episode_of"]`` (each row's episode index):
+        the same E draws are made and each row takes its episode's. Tasks must keep ``_``-prefixed keys in
+        the state they return.
         """
         batch = next(v.shape[0] for k, v in state.items() if not k.startswith("_"))
         base = state["_episodes"].shape[0] if "_episodes" in state else batch
         noise = torch.rand((base, *shape), generator=generator, device=self.device)
+        if "_episode_of" in state:
+            return noise[state["_episode_of"]]
         return noise if base == batch else noise.repeat(batch // base, *([1] * len(shape)))
 
     def episode_groups(self, state: TaskState) -> dict[str, Tensor]:
