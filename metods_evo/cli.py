@@ -45,6 +45,24 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def this_command() -> str:
+    """The command line as typed, for an experiment's COMMAND.md."""
+    import os
+    import shlex
+
+    return shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
+
+
+def keep_on_interrupt(out: str, experiment):
+    """Run a resumable experiment; Ctrl-C keeps what is done and says how to continue (exit code 130)."""
+    try:
+        return experiment()
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished runs and checkpoints are kept; re-run with --out {out} to continue",
+                   err=True)
+        sys.exit(130)
+
+
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="metods-evo")
 def main() -> None:
@@ -257,8 +275,6 @@ def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, p
 
     A killed compare continues where it stopped when re-run with the same options and --out.
     """
-    import os
-    import shlex
     import time
 
     from metods_evo.experiments import compare as run_compare
@@ -269,14 +285,9 @@ def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, p
         if name not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
     out = out or f"runs/compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
-    try:
-        summary = run_compare(task, names, seeds, budget_steps, out, overrides=parse_sets(sets), threshold=threshold,
-                              progress=progress, jobs=jobs, command=command)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: finished runs and checkpoints are kept; re-run with --out {out} to continue",
-                   err=True)
-        sys.exit(130)
+    summary = keep_on_interrupt(out, lambda: run_compare(
+        task, names, seeds, budget_steps, out, overrides=parse_sets(sets), threshold=threshold, progress=progress,
+        jobs=jobs, command=this_command()))
     click.echo(summary["table"])
     click.echo(f"files in {out}: compare.md, compare.csv, compare.png")
 
@@ -299,22 +310,15 @@ def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, p
 @click.option("--progress/--no-progress", default=True, help="Live progress bar.")
 def ablate(task, variants, optimizer, seeds, budget_steps, out, sets, threshold, jobs, progress) -> None:
     """Train each MetODS variant over seeds at one budget; table (ablate.md / .csv) and plot (ablate.png)."""
-    import os
-    import shlex
     import time
 
     from metods_evo.experiments import ablate as run_ablate
 
     names = None if variants is None else [v.strip() for v in variants.split(",") if v.strip()]
     out = out or f"runs/ablate-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
-    try:
-        summary = run_ablate(task, names, seeds, budget_steps, out, optimizer=optimizer, overrides=parse_sets(sets),
-                             threshold=threshold, progress=progress, jobs=jobs, command=command)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: finished runs and checkpoints are kept; re-run with --out {out} to continue",
-                   err=True)
-        sys.exit(130)
+    summary = keep_on_interrupt(out, lambda: run_ablate(
+        task, names, seeds, budget_steps, out, optimizer=optimizer, overrides=parse_sets(sets), threshold=threshold,
+        progress=progress, jobs=jobs, command=this_command()))
     click.echo(summary["table"])
     click.echo(f"files in {out}: ablate.md, ablate.csv, ablate.png")
 
@@ -332,8 +336,6 @@ def ablate(task, variants, optimizer, seeds, budget_steps, out, sets, threshold,
 def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
     """Train MetODS and the baselines for one of the paper's tables (maze-table | harlow) and write it
     beside the paper's numbers (table.md)."""
-    import os
-    import shlex
 
     from metods_evo.reproduce import EXPERIMENTS
     from metods_evo.reproduce import reproduce as run_reproduce
@@ -341,14 +343,9 @@ def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
     if experiment not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
     out = out or f"runs/{experiment}" + ("-quick" if quick else "")
-    command = shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
-    try:
-        result = run_reproduce(experiment, out, seeds=seeds, quick=quick, episodes=episodes, jobs=jobs,
-                               progress=progress, command=command)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: finished runs and checkpoints are kept; re-run with --out {out} to continue",
-                   err=True)
-        sys.exit(130)
+    result = keep_on_interrupt(out, lambda: run_reproduce(
+        experiment, out, seeds=seeds, quick=quick, episodes=episodes, jobs=jobs, progress=progress,
+        command=this_command()))
     click.echo(result["table"])
     click.echo(f"files in {out}: table.md, table.csv, training.md, training.png")
 

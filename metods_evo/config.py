@@ -240,6 +240,11 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     "harlow": {"model.write": "linear", "es.algorithm": "snes", "generations": 900,
                "es.late_episodes": 64, "es.late_from": 800, "eval_episodes": 1000},
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
+    # A Meta-World episode is 5000 steps of Python-bound simulation (~1000 steps/s per core): the generic 256 /
+    # 1000 evaluation episodes would take over an hour and 15 hours. 10 periodic and 50 final episodes instead.
+    "metaworld-reach": {"eval_episodes": 10, "final_eval_episodes": 50},
+    "metaworld-push": {"eval_episodes": 10, "final_eval_episodes": 50},
+    "metaworld-ml10": {"eval_episodes": 10, "final_eval_episodes": 50},
 }
 # Per (task, optimizer) settings applied after TASK_PRESETS: the documented defaults of the
 # gradient and hybrid optimizers (see the README's results for the runs that chose them).

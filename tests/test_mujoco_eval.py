@@ -30,8 +30,8 @@ def test_tiny_run_reports_every_row():
     text = out.getvalue()
     report = json.loads(text[text.index("\n{") + 1:])
     rows = report["rows"]
-    assert set(rows) == {"one_by_one", "one_by_one_model_too", "batched_1", "batched_2", "vecgymne_make_vec",
-                         "vecgymne_evotorch"}
+    assert set(rows) == {"one_by_one", "one_by_one_model_too", "batched_1", "batched_2", "batched_2_full",
+                         "vecgymne_make_vec", "vecgymne_evotorch"}
     for row in rows.values():
         assert 0 < row["env_steps"] <= 2 * 2 * 5 and math.isfinite(row["env_steps_per_s"])
     assert rows["one_by_one"]["ratio_over_one_by_one"] == 1.0
