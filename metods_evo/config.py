@@ -240,6 +240,10 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     "harlow": {"model.write": "linear", "es.algorithm": "snes", "generations": 900,
                "es.late_episodes": 64, "es.late_from": 800, "eval_episodes": 1000},
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
+    # Direction tasks: as on Harlow, PGPE stalled (cheetah-dir: standing still, return ~0 after 15 M steps) where
+    # SNES learnt to run and turn with the hidden direction (runs/cheetah-dir-snes). f also sees action x reward.
+    "cheetah-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True},
+    "ant-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True},
     # A Meta-World episode is 5000 steps of Python-bound simulation (~1000 steps/s per core): the generic 256 /
     # 1000 evaluation episodes would take over an hour and 15 hours. 10 periodic and 50 final episodes instead.
     "metaworld-reach": {"eval_episodes": 10, "final_eval_episodes": 50},
