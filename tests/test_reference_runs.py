@@ -26,3 +26,12 @@ def test_reference_agent_performance(name, metric, floor):
     assert report["metrics"][metric]["mean"] >= floor, report["metrics"]
     agent = metods_evo.load_agent(RUNS / name)  # the public API reads the same files
     assert agent.model.num_params == run.load_agent_state()["theta"].numel()
+
+
+def test_cheetah_dir_reference_earns_in_both_directions():
+    """runs/cheetah-dir-snes: 456.6 forward / 629.5 backward on 100 episodes when committed; standing still is 0."""
+    pytest.importorskip("mujoco")
+    run = RunDir.open(RUNS / "cheetah-dir-snes")
+    report = evaluate_theta(run.config(), run.load_agent_state()["theta"], 16, seed=12345)
+    for direction in ("forward", "backward"):
+        assert report["groups"][direction]["metrics"]["return"]["mean"] >= 200, report["groups"][direction]
