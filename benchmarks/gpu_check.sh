@@ -7,7 +7,8 @@
 # SECTIONS="tests es roofline compile" (the default) picks which run, in that order.
 # Logs go to $OUT (default /tmp/gpu_check). Each section has its own time limit, so one slow part cannot
 # starve the others. Where metods-evo's dependencies are not installed, put wheels in .whl/ (evotorch, cma,
-# gymnasium, farama-notifications) and an import stand-in for ray in .whl/stub/ (see the README, "GPU").
+# gymnasium, farama-notifications). Where Ray is missing (its wheel is too large to send to a lent GPU machine),
+# benchmarks/ray_stub/ stands in for it: evotorch imports ray at module level, and these checks use no actors.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -15,9 +16,10 @@ export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/.whl/stub
+  export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
+python3 -c "import ray" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/benchmarks/ray_stub
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 

@@ -53,6 +53,21 @@ def this_command() -> str:
     return shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
 
 
+def open_for_evaluation(run_dir: str):
+    """(run, config) of a run to score: torch threads as the run's, and a GPU-trained run evaluated on the CPU
+    where there is no GPU."""
+    import torch
+
+    from metods_evo.runs import RunDir
+
+    run = RunDir.open(run_dir)
+    cfg = run.config()
+    torch.set_num_threads(cfg.threads)
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        cfg.device = "cpu"
+    return run, cfg
+
+
 def keep_on_interrupt(out: str, experiment):
     """Run a resumable experiment; Ctrl-C keeps what is done and says how to continue (exit code 130)."""
     try:
@@ -153,19 +168,12 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
                    "RUN/evaluate.png]")
 def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) -> None:
     """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
-    import torch
-
     from metods_evo.config import generation_seed, validate_task
     from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, to_json
     from metods_evo.models import build_model
-    from metods_evo.runs import RunDir
 
-    run = RunDir.open(run_dir)
-    cfg = run.config()
+    run, cfg = open_for_evaluation(run_dir)
     theta = run.load_agent_state()["theta"]
-    torch.set_num_threads(cfg.threads)
-    if cfg.device != "cpu" and not torch.cuda.is_available():
-        cfg.device = "cpu"  # a GPU-trained run is evaluated on the CPU where there is no GPU
     trained_on = cfg.task
     if task is not None and task != cfg.task:
         if task not in TASKS:
@@ -224,15 +232,11 @@ def impairment(run_dir, actuators, episodes, seed, out) -> None:
     """Robustness to damage: the run's agent with each actuator frozen, as a fraction of its intact return."""
     from pathlib import Path
 
-    import torch
-
     from metods_evo import impairment as imp
     from metods_evo.config import generation_seed, validate_task
     from metods_evo.evaluate import USER_STREAM
-    from metods_evo.runs import RunDir
 
-    run = RunDir.open(run_dir)
-    cfg = run.config()
+    run, cfg = open_for_evaluation(run_dir)
     if imp.TASK_OPTION not in TASKS[cfg.task].options():
         raise ConfigError(f"task {cfg.task!r} has no {imp.TASK_OPTION} option: impairment needs a MuJoCo "
                           "direction task (cheetah-dir, ant-dir)")
@@ -247,9 +251,6 @@ def impairment(run_dir, actuators, episodes, seed, out) -> None:
         bad = [a for a in chosen if not 0 <= a < count]
         if bad or not chosen:
             raise ConfigError(f"--actuators: {cfg.task} has actuators 0..{count - 1}, got {actuators!r}")
-    torch.set_num_threads(cfg.threads)
-    if cfg.device != "cpu" and not torch.cuda.is_available():
-        cfg.device = "cpu"
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
     result = imp.impairment_report(cfg, run.load_agent_state()["theta"], chosen, episodes, seed)
     click.echo(imp.format_markdown(result))
@@ -336,7 +337,6 @@ def ablate(task, variants, optimizer, seeds, budget_steps, out, sets, threshold,
 def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
     """Train MetODS and the baselines for one of the paper's tables (maze-table | harlow) and write it
     beside the paper's numbers (table.md)."""
-
     from metods_evo.reproduce import EXPERIMENTS
     from metods_evo.reproduce import reproduce as run_reproduce
 

@@ -1,0 +1,1 @@
+ActorPool = None
