@@ -1,5 +1,7 @@
-"""The MetODS plastic step three ways, side by side: eager ``plastic_step``, ``torch.compile`` of it, and the fused
-C++ kernel (``metods_evo.models.fused``), against the memory bandwidth of the same machine measured in the same run.
+"""The MetODS plastic step side by side: eager ``plastic_step``, ``torch.compile`` of it, and the fused C++ kernel
+(``metods_evo.models.fused``) as dispatched ("fused": the lanes kernel where E is a multiple of the vector width,
+as at the default E = 16) and forced to its per-agent kernel ("per-agent"), against the memory bandwidth of the same
+machine measured in the same run.
 
 What is measured (CPU, ``torch.no_grad()``, matrix alpha, tanh, plastic_bound 5; ``--writes``: the hebbian and the
 linear write, u = v and u = L v, both by default):
@@ -61,9 +63,10 @@ from metods_evo.models.metods import MetODS  # noqa: E402
 
 FULL = {"ns": [20, 64, 128], "depths": [1, 3], "pe": [256, 4096, 16384], "threads": [1, 2]}
 QUICK = {"ns": [20, 64], "depths": [3], "pe": [256, 4096], "threads": [1]}
-PATHS = ("eager", "compile", "fused")
+PATHS = ("eager", "compile", "per-agent", "fused")
 WRITES = ("hebbian", "linear")  # the write rules the fused kernel computes
 OBS_DIM, NUM_ACTIONS = 4, 3  # only the plastic step runs: the embedding sizes do not matter
+CPU = torch.device("cpu")  # the fused kernel is CPU-only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,10 +114,11 @@ def point(write: str, n: int, depth: int, pe: int, threads: int, compiled: dict,
     # fused="off": "eager" must be the eager step at every size ('auto' would hand large steps to the kernel)
     model = MetODS(ModelConfig(n=n, depth=depth, write=write, fused="off"), OBS_DIM, NUM_ACTIONS)
     pop, episodes = population_shape(pe, args.episodes)
-    params = population_params(model, pop, gen)
+    params = population_params(model, pop, gen, CPU)
     v0 = torch.rand(pop, episodes, n, generator=gen) * 2 - 1
     w0 = torch.empty(pop, episodes, n, n).uniform_(-0.1, 0.1, generator=gen)
     paths = {"eager": model.plastic_step,
+             "per-agent": lambda p, w, v: fused.fused_plastic_step(model, p, w, v, lanes=False),
              "fused": lambda p, w, v: fused.fused_plastic_step(model, p, w, v)}
     compile_seconds = None
     if args.compile:
@@ -156,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
     def limit() -> None:
         for t in args.threads:
             torch.set_num_threads(t)
-            copies[t].append(copy_bandwidth(args.copy_mib, args.copy_repeats))
+            copies[t].append(copy_bandwidth(args.copy_mib, args.copy_repeats, CPU))
 
     load_start, wall_start = os.getloadavg(), time.perf_counter()
     rows, skipped, compiled = [], [], {}
@@ -172,7 +176,7 @@ def run(args: argparse.Namespace) -> dict:
                         rows.append(point(write, n, depth, pe, threads, compiled, args))
                         r = rows[-1]
                         print(f"{write} N={n} S={depth} PxE={pe} threads={threads}: "
-                              + ", ".join(f"{k} {r[k]:,.0f}" for k in ("eager", "compile", "fused") if k in r)
+                              + ", ".join(f"{k} {r[k]:,.0f}" for k in PATHS if k in r)
                               + " agent-steps/s", file=sys.stderr, flush=True)
             limit()
     bandwidth = {t: max(v) for t, v in copies.items()}
@@ -200,15 +204,16 @@ def print_report(res: dict, args: argparse.Namespace) -> None:
     print("GB/s = agent-steps/s x 2 N^2 x 4 B (W read once + written once); frac = fused GB/s / the limit")
     paths = [name for name in PATHS if name != "compile" or args.compile]
     head = (f"{'write':>7} {'N':>4} {'S':>2} {'P x E':>6} {'thr':>3} {'W MiB':>8} | "
-            + " | ".join(f"{name + '/s':>10} {'GB/s':>6}" for name in paths)
-            + f" {'frac':>5} | {'fused/eager':>11}"
+            + " | ".join(f"{name + '/s':>12} {'GB/s':>6}" for name in paths)
+            + f" {'frac':>5} | {'fused/eager':>11} {'fused/per-agent':>15}"
             + (f" {'fused/compile':>13} {'compile s':>9}" if args.compile else ""))
     print(head)
     print("-" * len(head))
     for r in res["rows"]:
         line = (f"{r['write']:>7} {r['n']:>4} {r['depth']:>2} {r['agents']:>6} {r['threads']:>3} {r['w_mib']:>8.2f} | "
-                + " | ".join(f"{r[name]:>10.4g} {r[name + '_gb_per_s']:>6.2f}" for name in paths)
-                + f" {r['fused_fraction']:>5.2f} | {r['fused'] / r['eager']:>11.2f}")
+                + " | ".join(f"{r[name]:>12.4g} {r[name + '_gb_per_s']:>6.2f}" for name in paths)
+                + f" {r['fused_fraction']:>5.2f} | {r['fused'] / r['eager']:>11.2f}"
+                + f" {r['fused'] / r['per-agent']:>15.2f}")
         if args.compile:
             line += f" {r['fused'] / r['compile']:>13.2f} {r['compile_seconds']:>9.1f}"
         print(line)

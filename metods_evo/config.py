@@ -51,10 +51,11 @@ class ModelConfig:
     linear feature instead of an XOR that f would have to learn."""
     fused: str = "auto"
     """The fused C++ CPU kernel for the no-grad plastic step (ES, evaluation; ``metods_evo/models/fused.py``):
-    'auto' where W has >= 2^20 elements (the default ES population) and the kernel compiles, 'on' wherever
-    supported (an error if it cannot compile), 'off' always the eager step. The hebbian and linear writes (the mlp
-    write always takes the eager step). It agrees with the eager step to float32 rounding, not bitwise; the choice
-    depends on shapes only, so a run (and its resume) always takes the same path."""
+    'auto' where W has >= 2^20 elements (the default ES population) and the kernel compiles; 'any-size' at every
+    size where it compiles (small batches too: MuJoCo tasks, whose runs are long enough to repay the first
+    compile); 'on' wherever supported (an error if it cannot compile); 'off' always the eager step. The hebbian and
+    linear writes (the mlp write always takes the eager step). It agrees with the eager step to float32 rounding,
+    not bitwise; the choice depends on shapes only, so a run (and its resume) always takes the same path."""
     hidden: int = 64
     """rl2: GRU units; maml: width of each of the MLP policy's two hidden layers."""
     maml_adapt_steps: int = 2
@@ -242,13 +243,17 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
     # Direction tasks: as on Harlow, PGPE stalled (cheetah-dir: standing still, return ~0 after 15 M steps) where
     # SNES learnt to run and turn with the hidden direction (runs/cheetah-dir-snes). f also sees action x reward.
-    "cheetah-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True},
-    "ant-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True},
+    # MuJoCo batches are small (P x E = 512 agents): the fused kernel at any size ('auto' waits for 2^20 elements
+    # of W) takes the plastic step off the serial part of each step that the simulation threads wait on.
+    "cheetah-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True,
+                    "model.fused": "any-size"},
+    "ant-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True,
+                "model.fused": "any-size"},
     # A Meta-World episode is 5000 steps of Python-bound simulation (~1000 steps/s per core): the generic 256 /
     # 1000 evaluation episodes would take over an hour and 15 hours. 10 periodic and 50 final episodes instead.
-    "metaworld-reach": {"eval_episodes": 10, "final_eval_episodes": 50},
-    "metaworld-push": {"eval_episodes": 10, "final_eval_episodes": 50},
-    "metaworld-ml10": {"eval_episodes": 10, "final_eval_episodes": 50},
+    "metaworld-reach": {"eval_episodes": 10, "final_eval_episodes": 50, "model.fused": "any-size"},
+    "metaworld-push": {"eval_episodes": 10, "final_eval_episodes": 50, "model.fused": "any-size"},
+    "metaworld-ml10": {"eval_episodes": 10, "final_eval_episodes": 50, "model.fused": "any-size"},
 }
 # Per (task, optimizer) settings applied after TASK_PRESETS: the documented defaults of the
 # gradient and hybrid optimizers (see the README's results for the runs that chose them).
@@ -334,7 +339,7 @@ CHOICES = {
     "model.w0": ("zero", "learnt", "random"),
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
     "es.action_mode": ("greedy", "sample"),
-    "model.fused": ("auto", "on", "off"),
+    "model.fused": ("auto", "any-size", "on", "off"),
     "a2c.lr_schedule": ("linear", "constant"),
     "ppo.lr_schedule": ("linear", "constant"),
     "hybrid.mode": ("sequential", "split"),

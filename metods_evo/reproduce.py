@@ -62,7 +62,9 @@ RANDOM = Arm("random", "es", (("model.kind", "random"), ("es.popsize", "2"), ("e
 EXPERIMENTS: dict[str, Experiment] = {
     "maze-table": Experiment(
         task="maze",
-        arms=(Arm("metods", "ppo"), Arm("rl2", "ppo", (("model.kind", "rl2"),)),
+        # metods-s1: MetODS with S = 1, which learned the maze faster than the preset's S = 3 in the maze ablation
+        arms=(Arm("metods", "ppo"), Arm("metods-s1", "ppo", (("model.depth", "1"),)),
+              Arm("rl2", "ppo", (("model.kind", "rl2"),)),
               Arm("maml", "ppo", (("model.kind", "maml"), ("model.maml_adapt_steps", "50"))), RANDOM),
         budget_steps=10_000_000,
         settings={"8x8": {}, "10x10": {"size": 10}},

@@ -72,9 +72,10 @@ WRITES = ["hebbian", "linear"]  # the write rules the kernel computes (mlp stays
 @pytest.mark.parametrize("write,depth,alpha,activation", list(itertools.product(
     WRITES, [1, 2, 3, 4], ["matrix", "scalar"], ["tanh", "relu", "sigmoid", "identity"])))
 def test_step_matches_eager(write, depth, alpha, activation):
-    for n, bound in [(5, 1.5), (20, 0.0), (20, 1.5), (64, 1.5)]:  # with and without the clip
+    # with and without the clip; E = 5: the per-agent kernel, E = 16: the lanes kernel
+    for (n, bound), agents in itertools.product([(5, 1.5), (20, 0.0), (20, 1.5), (64, 1.5)], [5, 16]):
         cfg = ModelConfig(n=n, depth=depth, alpha=alpha, activation=activation, plastic_bound=bound, write=write)
-        model, params, w, v0 = make_case(cfg, seed=100 * depth + n)
+        model, params, w, v0 = make_case(cfg, seed=100 * depth + n, agents=agents)
         w_before = w.clone()
         with torch.no_grad():
             v_eager, w_eager = model.plastic_step(params, w, v0)
@@ -82,18 +83,22 @@ def test_step_matches_eager(write, depth, alpha, activation):
         v_exact, w_exact, w_scale = float64_step(model, params, w, v0)
         assert torch.equal(w, w_before), "the kernel must only read W"
         assert v_fused.shape == v_eager.shape and w_fused.shape == w_eager.shape
-        assert_as_accurate(v_fused, v_eager, v_exact, v_exact.abs().max(), f"v N={n} bound={bound}")
-        assert_as_accurate(w_fused, w_eager, w_exact, w_scale, f"W N={n} bound={bound}")
+        assert (w_fused.stride(1) == 1) == (agents == 16)  # the lanes layout: episodes innermost
+        where = f"N={n} E={agents} bound={bound}"
+        assert_as_accurate(v_fused, v_eager, v_exact, v_exact.abs().max(), f"v {where}")
+        assert_as_accurate(w_fused, w_eager, w_exact, w_scale, f"W {where}")
         if bound > 0:
             assert w_fused.abs().max() <= bound
 
 
 @pytest.mark.parametrize("write", WRITES)
 @pytest.mark.parametrize("n,depth", [(33, 2), (128, 3), (20, 5), (9, 6)])
-def test_other_sizes_and_depths(n, depth, write):
-    """N past the unrolled sizes (N > 32: generic row loops, with and without a partial lane) and S > 4."""
+@pytest.mark.parametrize("agents", [3, 8])
+def test_other_sizes_and_depths(n, depth, write, agents):
+    """N past the unrolled sizes (N > 32: generic row loops, with and without a partial lane) and S > 4 (which
+    the per-agent kernel computes even where E = 8 would fit the lanes kernel)."""
     cfg = ModelConfig(n=n, depth=depth, plastic_bound=1.5, write=write)
-    model, params, w, v0 = make_case(cfg, seed=n + depth, pop=2, agents=3)
+    model, params, w, v0 = make_case(cfg, seed=n + depth, pop=2, agents=agents)
     with torch.no_grad():
         v_eager, w_eager = model.plastic_step(params, w, v0)
         v_fused, w_fused = fused.fused_plastic_step(model, params, w, v0)
@@ -118,7 +123,8 @@ def test_linear_write_with_shared_or_strided_l():
 
 
 @pytest.mark.parametrize("write", WRITES)
-def test_thirty_step_chain_matches_eager(write):
+@pytest.mark.parametrize("agents", [4, 16])
+def test_thirty_step_chain_matches_eager(write, agents):
     """Along a 30-step trajectory (W fed back, new v0 each step, the bound reached), every step of the fused
     kernel is as accurate as the eager step's.
 
@@ -128,13 +134,13 @@ def test_thirty_step_chain_matches_eager(write):
     against float64 grew to 1e-3 .. 1 in several), so only the per-step error along the trajectory says whether
     the kernel is right. Those states (large, saturated W) are what long rollouts reach."""
     cfg = ModelConfig(n=20, depth=3, plastic_bound=1.5, write=write)
-    model, params, w, _ = make_case(cfg, seed=7, pop=3, agents=4)
+    model, params, w, _ = make_case(cfg, seed=7, pop=3, agents=agents)
     g = torch.Generator().manual_seed(8)
     w_exact = w.double()
     params64 = {k: v.double() for k, v in params.items()}
     with torch.no_grad():
         for t in range(30):
-            v0 = torch.rand(3, 4, 20, generator=g) * 2 - 1
+            v0 = torch.rand(3, agents, 20, generator=g) * 2 - 1
             start = w_exact.float()
             v_eager, w_eager = model.plastic_step(params, start, v0)
             v_fused, w_fused = fused.fused_plastic_step(model, params, start, v0)
@@ -162,18 +168,74 @@ def test_harlow_rollout_takes_the_same_actions(monkeypatch, write):
     assert torch.equal(fast.returns, eager.returns) and torch.equal(fast.lengths, eager.lengths)
 
 
-def test_thread_count_does_not_change_the_result():
+@pytest.mark.parametrize("lanes", [False, True])
+def test_thread_count_does_not_change_the_result(lanes):
     model, params, w, v0 = make_case(ModelConfig(n=20, depth=3), seed=1, pop=8, agents=16)
     threads = torch.get_num_threads()
     try:
         with torch.no_grad():
             torch.set_num_threads(1)
-            one = fused.fused_plastic_step(model, params, w, v0)
+            one = fused.fused_plastic_step(model, params, w, v0, lanes=lanes)
             torch.set_num_threads(2)
-            two = fused.fused_plastic_step(model, params, w, v0)
+            two = fused.fused_plastic_step(model, params, w, v0, lanes=lanes)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_lanes_layout_is_carried_and_read_in_place():
+    """The lanes kernel returns W_t as a [P, E, N, N] view of [P, N, N, E] storage; the next step reads it without a
+    copy, eager ops read it as any W, and the per-agent kernel given the same W computes the same step."""
+    model, params, w, v0 = make_case(ModelConfig(n=20, depth=3, write="linear", plastic_bound=1.5), seed=4,
+                                     pop=3, agents=16)
+    with torch.no_grad():
+        _, w1 = fused.fused_plastic_step(model, params, w, v0)
+        assert w1.shape == w.shape and w1.permute(0, 2, 3, 1).is_contiguous()
+        assert w1.permute(0, 2, 3, 1).contiguous().data_ptr() == w1.data_ptr()  # what the kernel reads: no copy
+        v_lanes, w_lanes = fused.fused_plastic_step(model, params, w1, v0)
+        v_agents, w_agents = fused.fused_plastic_step(model, params, w1, v0, lanes=False)
+        v_eager, w_eager = model.plastic_step(params, w1, v0)
+    v_exact, w_exact, w_scale = float64_step(model, params, w1, v0)
+    assert w_agents.is_contiguous() and w_lanes.stride(1) == 1
+    for name, (v, w_t) in {"lanes": (v_lanes, w_lanes), "per-agent": (v_agents, w_agents)}.items():
+        assert_as_accurate(v, v_eager, v_exact, v_exact.abs().max(), f"v {name}")
+        assert_as_accurate(w_t, w_eager, w_exact, w_scale, f"W {name}")
+
+
+def test_lanes_kernel_refuses_what_it_cannot_compute():
+    model, params, w, v0 = make_case(ModelConfig(n=6, depth=2), seed=0, pop=2, agents=5)
+    deep, deep_params, w8, v8 = make_case(ModelConfig(n=6, depth=5), seed=0, pop=2, agents=8)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="lanes kernel"):
+            fused.fused_plastic_step(model, params, w, v0, lanes=True)  # E = 5
+        with pytest.raises(ValueError, match="lanes kernel"):
+            fused.fused_plastic_step(deep, deep_params, w8, v8, lanes=True)  # S = 5
+        assert not fused.uses_lanes(model, w) and not fused.uses_lanes(deep, w8)
+        assert fused.uses_lanes(model, w.new_zeros(2, 8, 6, 6))
+
+
+def test_fused_step_benchmark_runs():
+    """``benchmarks/fused_step.py`` at a tiny size: every path measured (no timing claim)."""
+    import contextlib
+    import importlib.util
+    import io
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_step.py"
+    spec = importlib.util.spec_from_file_location("fused_step", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert bench.main(["--ns", "8", "--depths", "2", "--pe", "16", "--threads", "1", "--episodes", "8",
+                               "--min-seconds", "0.001", "--repeats", "1", "--copy-mib", "8",
+                               "--copy-repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in out.getvalue().splitlines() if line.strip().startswith(("hebbian", "linear"))]
+    assert len(rows) == 2 and "fused/per-agent" in out.getvalue()
 
 
 def test_outputs_never_overwrite_live_tensors():
@@ -233,7 +295,8 @@ def big_state(model: MetODS, pop: int):
 
 
 def test_dispatch_rule():
-    """``should_fuse``: 'off' never, 'auto' from AUTO_MIN_ELEMENTS on, 'on' wherever supported; never with autograd."""
+    """``should_fuse``: 'off' never, 'auto' from AUTO_MIN_ELEMENTS on, 'any-size' and 'on' wherever supported;
+    never with autograd."""
     assert set(fused.ACTIVATION_CODES) == set(ACTIVATIONS)
     model, params, w, v0 = make_case(ModelConfig(n=20, depth=2), seed=0, pop=2, agents=4)
     w_big, v_big = big_state(model, pop=2)
@@ -242,6 +305,7 @@ def test_dispatch_rule():
         assert fused.should_fuse(with_fused_option(model, None), params, w_big, v_big)  # no field: 'auto'
         assert fused.should_fuse(with_fused_option(model, "auto"), params, w_big, v_big)
         assert not fused.should_fuse(with_fused_option(model, "auto"), params, w, v0)
+        assert fused.should_fuse(with_fused_option(model, "any-size"), params, w, v0)
         assert fused.should_fuse(with_fused_option(model, "on"), params, w, v0)
         assert not fused.should_fuse(with_fused_option(model, "off"), params, w_big, v_big)
         assert not fused.should_fuse(with_fused_option(model, "on"), params, w.double(), v0.double())
@@ -257,5 +321,6 @@ def test_unavailable_kernel_is_reported_not_raised(monkeypatch):
         with pytest.raises(RuntimeError, match="no compiler"):
             fused.fused_plastic_step(model, params, w, v0)
         assert not fused.should_fuse(with_fused_option(model, "auto"), params, *big_state(model, pop=3))
+        assert not fused.should_fuse(with_fused_option(model, "any-size"), params, w, v0)  # eager, no error
         with pytest.raises(RuntimeError, match="unavailable"):
             fused.should_fuse(with_fused_option(model, "on"), params, w, v0)

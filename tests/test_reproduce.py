@@ -26,18 +26,19 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     assert table in printed + "\n" or table.splitlines()[2] in printed
     rows = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
             for line in (out / "table.csv").read_text().splitlines()[1:]}
-    assert list(rows) == ["metods", "rl2", "maml", "random"]
+    assert list(rows) == ["metods", "metods-s1", "rl2", "maml", "random"]
     for agent, values in rows.items():
         cfg = RunDir.open(out / agent / "seed0").config()
-        assert cfg.model.kind == agent
+        assert cfg.model.kind == agent.split("-")[0]
         reports = {s: json.loads((out / agent / "seed0" / f"eval-{s}.json").read_text()) for s in ("8x8", "10x10")}
         assert reports["10x10"]["task_options"]["size"] == 10 and "size" not in reports["8x8"]["task_options"]
         for i, column in enumerate(exp.columns):  # one seed: the pooled mean and std are that run's
             stats = reports[column.setting]["metrics"][column.metric]
             assert values[2 * i] == pytest.approx(stats["mean"]) and values[2 * i + 1] == pytest.approx(stats["std"])
-        paper = exp.paper[agent]
+        paper = exp.paper.get(agent, ("–",) * len(exp.columns))  # metods-s1 is not a row of the paper's
         assert f"| {agent} | " in table and f" / {paper[2]} |" in table  # the paper's cumulative reward beside ours
     assert RunDir.open(out / "maml" / "seed0").config().model.maml_adapt_steps == 50
+    assert RunDir.open(out / "metods-s1" / "seed0").config().model.depth == 1
     assert RunDir.open(out / "random" / "seed0").config().budget_steps == 1  # nothing to train
     for name in ("training.md", "training.csv", "COMMAND.md"):
         assert (out / name).is_file()

@@ -14,6 +14,14 @@ step while that agent's W (and its individual's alpha, and L for the linear writ
   before it, L read from memory once per individual and from cache for its other agents); the alpha terms of the
   reads use (alpha * v_k (x) u_k) v = v_k * (alpha (u_k * v)).
 
+Two kernels share that arithmetic. The per-agent kernel vectorizes along a row of W (N = 20 fills 20 of 24
+lanes and needs a transpose-and-add per 8 rows). The lanes kernel, taken wherever E is a multiple of the vector
+width (8 float32 on AVX2) and S <= 4, puts 8 episodes of one individual in the lanes instead: W is stored
+[P, N, N, E] (episodes innermost; the W_t it returns is a [P, E, N, N] view of that, which the next step reads in
+place), every operation is a vertical FMA across agents, and the individual's alpha, L, kappa and beta are
+broadcast scalars. ``benchmarks/fused_step.py`` measures both side by side (1.5x for the lanes kernel at N = 20,
+equal at N = 64, where the per-agent rows already fill whole vectors).
+
 Scope: float32, no autograd (ES and evaluation run under ``torch.no_grad()``), the hebbian and linear writes (the
 mlp write stays eager), alpha 'matrix' or 'scalar', any activation of ``ACTIVATIONS``, any S >= 1 and N.
 ``fused_supported`` says whether a call qualifies; the eager ``plastic_step`` stays the reference and is always correct.
@@ -49,7 +57,7 @@ KERNEL_DIR_ENV = "METODS_EVO_KERNEL_DIR"
 """Environment variable: where the compiled extension is cached (default: torch's extension directory)."""
 ACTIVATION_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "identity": 3}
 """The kernel's codes for ``metods.ACTIVATIONS`` (the same keys)."""
-MODES = ("auto", "on", "off")
+MODES = ("auto", "any-size", "on", "off")
 """Values of the proposed ``model.fused`` option, read by ``should_fuse``."""
 AUTO_MIN_ELEMENTS = 1 << 20
 """'auto' fuses steps whose W has at least this many elements (4 MiB; P x E >= 2622 at N = 20, >= 64 at
@@ -58,9 +66,12 @@ of one core once per machine, would cost more than the kernel saves. The choice 
 a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
 GRAIN_AGENTS = 16
 """Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
-KERNEL_VERSION = 2
+KERNEL_VERSION = 4
 """Part of the extension's name: bump it whenever ``SOURCE`` changes, so that no cache (torch's, or
-``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write)."""
+``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write;
+v3: the lanes layout)."""
+LANES_MAX_DEPTH = 4
+"""The lanes kernel is instantiated for S = 1..4; deeper steps take the per-agent kernel."""
 WRITES = ("hebbian", "linear")
 """The write rules the kernel computes."""
 
@@ -395,6 +406,123 @@ void run_agents(const Step& st, int64_t begin, int64_t end) {
 }
 
 
+// ---------------------------------------------------------------------------------------------- the lanes kernel
+// The lanes layout stores individual p's W as [N][N][E] (episodes innermost): one vector holds element (i, j) of
+// kLanes episodes of the same individual, so every operation of the step is a vertical FMA across agents (no
+// padding lanes, no transpose-and-add), and the individual's alpha, L, kappa and beta are broadcast scalars. Same
+// c / D formulation and the same single pass over W^(0) as ``run_agents``; the read's alpha terms are accumulated
+// per k (acc_k = sum_j alpha_ij z_k[j], then read_i = c W^(0)_i. v + sum_k D[s-1,k] v_k[i] acc_k).
+struct Lanes {
+  const float* w; const float* v0; const float* kappa; const float* beta; const float* alpha; const float* write_l;
+  float* w_out; float* v_out;
+  int64_t episodes, n, kappa_stride, beta_stride, alpha_stride, write_l_stride, write_l_row, activation;
+  bool alpha_matrix;
+  float bound;
+};
+
+// What one block's sweeps share: kLanes episodes of one individual.
+struct LanesBlock {
+  int64_t n, e;
+  const float* w; float* w_out;  // element (i, j) of the block at w[(i * n + j) * e]
+  const float* alpha; const float* kappa; const float* write_l; int64_t write_l_row;
+  const float* c; const float* d;
+  float* v; float* u; float* z;  // [S + 1][N][kLanes], [S][N][kLanes] (hebbian: u = v), [S][N][kLanes]
+  float alpha_scalar, bound;
+  int64_t activation;
+};
+
+// Sweep kSweep (1..kS) of one block; on the last sweep it also writes W_t. Compile-time S and sweep: every loop
+// over k is unrolled and the per-row coefficients and accumulators live in registers.
+template <int kS, int kSweep, bool kMatrix>
+void lanes_sweep(const LanesBlock& b) {
+  constexpr int kTerms = kSweep - 1;
+  constexpr bool kLast = kSweep == kS;
+  const int64_t n = b.n, e = b.e;
+  const float* vp = b.v + (kSweep - 1) * n * kLanes;
+  if (b.write_l != nullptr) {  // u_{s-1} = L v_{s-1}
+    float* us = b.u + (kSweep - 1) * n * kLanes;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* l_row = b.write_l + i * b.write_l_row;
+      Vec acc(0.f);
+      for (int64_t j = 0; j < n; ++j) acc = at::vec::fmadd(Vec(l_row[j]), Vec::loadu(vp + j * kLanes), acc);
+      acc.store(us + i * kLanes);
+    }
+  }
+  for (int k = 0; k < kTerms; ++k)
+    for (int64_t j = 0; j < n; ++j)
+      (Vec::loadu(b.u + (k * n + j) * kLanes) * Vec::loadu(vp + j * kLanes)).store(b.z + (k * n + j) * kLanes);
+  const Vec c_read(b.c[kSweep - 1]), c_write(b.c[kS]), lo(-b.bound), hi(b.bound), alpha_scalar(b.alpha_scalar);
+  const bool clip = b.bound > 0.f;
+  const float* ks = b.kappa + (kSweep - 1) * (kSweep + 2) / 2;
+  float* vs = b.v + kSweep * n * kLanes;
+  for (int64_t i = 0; i < n; ++i) {
+    Vec cr[kTerms > 0 ? kTerms : 1], acc_k[kTerms > 0 ? kTerms : 1], cw[kS];
+    for (int k = 0; k < kTerms; ++k) {
+      cr[k] = Vec(b.d[(kSweep - 1) * kS + k]) * Vec::loadu(b.v + (k * n + i) * kLanes);
+      acc_k[k] = Vec(0.f);
+    }
+    if constexpr (kLast)
+      for (int k = 0; k < kS; ++k) cw[k] = Vec(b.d[kS * kS + k]) * Vec::loadu(b.v + (k * n + i) * kLanes);
+    Vec acc_w(0.f);
+    const float* a_row = kMatrix ? b.alpha + i * n : nullptr;
+    const float* w_row = b.w + i * n * e;
+    float* out_row = b.w_out + i * n * e;
+    for (int64_t j = 0; j < n; ++j) {
+      const Vec w0 = Vec::loadu(w_row + j * e);
+      acc_w = at::vec::fmadd(w0, Vec::loadu(vp + j * kLanes), acc_w);
+      const Vec a = kMatrix ? Vec(a_row[j]) : alpha_scalar;
+      for (int k = 0; k < kTerms; ++k) acc_k[k] = at::vec::fmadd(a, Vec::loadu(b.z + (k * n + j) * kLanes), acc_k[k]);
+      if constexpr (kLast) {  // W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k)
+        Vec outer = cw[0] * Vec::loadu(b.u + j * kLanes);
+        for (int k = 1; k < kS; ++k) outer = at::vec::fmadd(cw[k], Vec::loadu(b.u + (k * n + j) * kLanes), outer);
+        Vec w_new = at::vec::fmadd(w0, c_write, outer * a);
+        if (clip) w_new = at::vec::clamp(w_new, lo, hi);
+        w_new.store(out_row + j * e);
+      }
+    }
+    Vec read = c_read * acc_w;
+    for (int k = 0; k < kTerms; ++k) read = at::vec::fmadd(cr[k], acc_k[k], read);
+    // v_s = kappa_s^s sigma(read) + sum_l kappa_s^l v_l, in the eager step's order
+    Vec x = Vec(ks[kSweep]) * activate(read, b.activation);
+    for (int l = 0; l < kSweep; ++l) x = x + Vec(ks[l]) * Vec::loadu(b.v + (l * n + i) * kLanes);
+    x.store(vs + i * kLanes);
+  }
+  if constexpr (kSweep < kS) lanes_sweep<kS, kSweep + 1, kMatrix>(b);
+}
+
+// One block: kLanes episodes (e0 ..) of individual p. kS: the depth S (1..4).
+template <int kS>
+void lanes_block(const Lanes& st, int64_t p, int64_t e0, float* scratch) {
+  const int64_t n = st.n, e = st.episodes, nn = n * n;
+  const bool linear = st.write_l != nullptr;
+  float c[kS + 1], d[(kS + 1) * kS];
+  coefficients(st.beta + p * st.beta_stride, kS, c, d);
+  LanesBlock b{n, e, st.w + p * nn * e + e0, st.w_out + p * nn * e + e0, st.alpha + p * st.alpha_stride,
+               st.kappa + p * st.kappa_stride, linear ? st.write_l + p * st.write_l_stride : nullptr,
+               st.write_l_row, c, d, scratch, nullptr, scratch + (2 * kS + 1) * n * kLanes, 0.f, st.bound,
+               st.activation};
+  b.u = linear ? b.v + (kS + 1) * n * kLanes : b.v;
+  b.alpha_scalar = b.alpha[0];
+  for (int64_t lane = 0; lane < kLanes; ++lane) {  // v_0: [P, E, N] -> lanes
+    const float* src = st.v0 + (p * e + e0 + lane) * n;
+    for (int64_t j = 0; j < n; ++j) b.v[j * kLanes + lane] = src[j];
+  }
+  if (st.alpha_matrix) lanes_sweep<kS, 1, true>(b);
+  else lanes_sweep<kS, 1, false>(b);
+  const float* v_last = b.v + kS * n * kLanes;
+  for (int64_t lane = 0; lane < kLanes; ++lane) {  // v_S: lanes -> [P, E, N]
+    float* dst = st.v_out + (p * e + e0 + lane) * n;
+    for (int64_t j = 0; j < n; ++j) dst[j] = v_last[j * kLanes + lane];
+  }
+}
+
+template <int kS>
+void lanes_blocks(const Lanes& st, int64_t begin, int64_t end) {
+  std::vector<float> scratch((3 * kS + 1) * st.n * kLanes);
+  const int64_t blocks = st.episodes / kLanes;
+  for (int64_t b = begin; b < end; ++b) lanes_block<kS>(st, b / blocks, b % blocks * kLanes, scratch.data());
+}
+
 // Output buffers for W_t, recycled once torch frees them. A fresh multi-MiB tensor per step costs a page fault per
 // 4 KiB (the kernel zeroes every page): 2-6x the time of the step itself. A buffer goes back to this pool only from
 // its storage's deleter, i.e. when no tensor, view or detached copy refers to it any more, so reuse is safe.
@@ -490,6 +618,53 @@ void plastic_step(const at::Tensor& w, const at::Tensor& v0, const at::Tensor& k
   pybind11::gil_scoped_release no_gil;  // plain C++ from here on: other Python threads may run
   at::parallel_for(0, pop * agents, grain, [&](int64_t begin, int64_t end) { run_agents(st, begin, end); });
 }
+
+int64_t lanes() { return kLanes; }
+
+void plastic_step_lanes(const at::Tensor& w, const at::Tensor& v0, const at::Tensor& kappa, const at::Tensor& beta,
+                        const at::Tensor& alpha, const at::Tensor& write_l, int64_t depth, int64_t activation,
+                        double bound, int64_t grain_blocks, const at::Tensor& w_out, const at::Tensor& v_out) {
+  TORCH_CHECK(w.dim() == 4 && w.size(1) == w.size(2), "w must be the lanes layout [P, N, N, E]");
+  const int64_t pop = w.size(0), n = w.size(1), episodes = w.size(3);
+  for (const at::Tensor* t : {&w, &v0, &kappa, &beta, &alpha, &w_out, &v_out})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), "the fused step takes float32 CPU tensors");
+  TORCH_CHECK(w.is_contiguous() && v0.is_contiguous() && w_out.is_contiguous() && v_out.is_contiguous() &&
+              w_out.sizes() == w.sizes(), "w, v0 and the outputs must be contiguous, w_out shaped as w");
+  TORCH_CHECK(episodes % kLanes == 0, "the lanes kernel needs E to be a multiple of ", kLanes);
+  TORCH_CHECK(v0.dim() == 3 && v0.size(0) == pop && v0.size(1) == episodes && v0.size(2) == n &&
+              v0.sizes() == v_out.sizes(), "v0 must be [P, E, N], v_out shaped as v0");
+  TORCH_CHECK(depth >= 1 && depth <= 4 && kappa.dim() == 2 && beta.dim() == 2 &&
+              kappa.size(1) == depth * (depth + 3) / 2 && beta.size(1) == kappa.size(1) && kappa.stride(1) == 1 &&
+              beta.stride(1) == 1, "the lanes kernel takes S <= 4 and kappa, beta [P, S(S+3)/2], unit inner stride");
+  const bool matrix = alpha.dim() == 3;
+  TORCH_CHECK(matrix ? (alpha.size(1) == n && alpha.size(2) == n && alpha.stride(2) == 1 && alpha.stride(1) == n)
+                     : (alpha.dim() == 2 && alpha.size(1) == 1), "alpha must be [P, N, N] (rows contiguous) or [P, 1]");
+  const bool linear = write_l.numel() > 0;
+  TORCH_CHECK(write_l.scalar_type() == at::kFloat && write_l.device().is_cpu(),
+              "the fused step takes float32 CPU tensors");
+  TORCH_CHECK(!linear || (write_l.dim() == 3 && write_l.size(1) == n && write_l.size(2) == n &&
+                          write_l.stride(2) == 1 && (write_l.size(0) == pop || write_l.size(0) == 1)),
+              "write_l must be empty (hebbian) or [P or 1, N, N] with unit inner stride");
+  for (const at::Tensor* t : {&kappa, &beta, &alpha})
+    TORCH_CHECK(t->size(0) == pop || t->size(0) == 1, "parameters must have P or 1 individuals");
+  auto individual_stride = [](const at::Tensor& t) { return t.size(0) == 1 ? int64_t{0} : t.stride(0); };
+  Lanes st{w.data_ptr<float>(), v0.data_ptr<float>(), kappa.data_ptr<float>(), beta.data_ptr<float>(),
+           alpha.data_ptr<float>(), linear ? write_l.data_ptr<float>() : nullptr, w_out.data_ptr<float>(),
+           v_out.data_ptr<float>(), episodes, n, individual_stride(kappa), individual_stride(beta),
+           individual_stride(alpha), linear ? individual_stride(write_l) : 0, linear ? write_l.stride(1) : 0,
+           activation, matrix, static_cast<float>(bound)};
+  const int64_t blocks = pop * (episodes / kLanes);
+  if (blocks == 0) return;
+  pybind11::gil_scoped_release no_gil;
+  at::parallel_for(0, blocks, grain_blocks, [&](int64_t begin, int64_t end) {
+    switch (depth) {
+      case 1: return lanes_blocks<1>(st, begin, end);
+      case 2: return lanes_blocks<2>(st, begin, end);
+      case 3: return lanes_blocks<3>(st, begin, end);
+      default: return lanes_blocks<4>(st, begin, end);
+    }
+  });
+}
 """
 
 
@@ -519,7 +694,8 @@ def _load() -> tuple[object | None, str]:
         print(f"metods-evo: loading the fused CPU kernel {name} (compiled once per machine, about a minute the "
               "first time)", file=sys.stderr, flush=True)
         module = load_inline(name=name, cpp_sources=[SOURCE], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                             functions=["plastic_step", "empty_output", "clear_buffer_pool"],
+                             functions=["plastic_step", "plastic_step_lanes", "lanes", "empty_output",
+                                        "clear_buffer_pool"],
                              build_directory=build_directory, verbose=False)
         return module, ""
     except Exception as error:  # no compiler, no OpenMP, read-only cache, ...: the eager path serves
@@ -561,8 +737,9 @@ def fused_supported(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Ten
 def should_fuse(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor) -> bool:
     """The dispatch rule for ``MetODS.plastic_step``, by ``model.cfg.fused`` ('auto' when the config has no such
     field): 'off' never; 'auto' where ``fused_supported`` and W has >= ``AUTO_MIN_ELEMENTS`` elements and the
-    kernel compiles; 'on' wherever ``fused_supported``, raising if the kernel does not compile. Steps with
-    autograd, other dtypes or devices and the mlp write always take the eager path."""
+    kernel compiles; 'any-size' where ``fused_supported`` and the kernel compiles; 'on' wherever
+    ``fused_supported``, raising if the kernel does not compile. Steps with autograd, other dtypes or devices and
+    the mlp write always take the eager path."""
     mode = getattr(model.cfg, "fused", "auto")
     if mode not in MODES:
         raise ValueError(f"model.fused must be one of {', '.join(MODES)}, not {mode!r}")
@@ -578,21 +755,30 @@ def should_fuse(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor)
 
 
 def fused_plastic_step(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor,
-                       out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       out: Tensor | None = None, lanes: bool | None = None) -> tuple[Tensor, Tensor]:
     """``model.plastic_step(params, w, v0)`` by the fused kernel -> (``v_S [P, E, N]``, ``W_t [P, E, N, N]``).
 
     ``w`` is only read. W_t goes to ``out`` when given (a contiguous float32 tensor shaped like ``w`` that does not
     overlap it), otherwise to a new tensor; from 1 MiB up its memory comes from a pool that takes buffers back only
     once torch has freed every tensor on them, so references to an old W (a rollout's ``trace``) stay valid.
     Raises if the call is not ``fused_supported`` or the kernel did not compile: dispatch on those two, the
-    eager step is the fallback.
+    eager step is the fallback. ``lanes``: None picks the lanes kernel where ``uses_lanes`` (and no ``out`` is
+    given), False forces the per-agent kernel, True the lanes kernel (raising where it cannot run).
     """
     if not fused_supported(model, params, w, v0):
         raise ValueError("the fused step needs no_grad, float32 CPU tensors and the hebbian or linear write")
     module, reason = _load()
     if module is None:
         raise RuntimeError(f"the fused kernel is unavailable: {reason}")
-    w, v0 = w.contiguous(), v0.contiguous()
+    v0 = v0.contiguous()
+    if lanes and (out is not None or not uses_lanes(model, w, module)):
+        raise ValueError(f"the lanes kernel needs no out=, S <= {LANES_MAX_DEPTH} and E a multiple of "
+                         f"{module.lanes()} (got S = {model.cfg.depth}, E = {w.shape[1]})")
+    lanes = out is None and uses_lanes(model, w, module) if lanes is None else lanes
+    if lanes:  # W as its lanes layout [P, N, N, E] (a view, free, when W_{t-1} came from this kernel)
+        w = w.permute(0, 2, 3, 1).contiguous()
+    else:
+        w = w.contiguous()
     w_out = module.empty_output(list(w.shape)) if out is None else out
     if w_out.data_ptr() == w.data_ptr():
         raise ValueError("out must not alias w: the kernel reads W^(0) while it writes W_t")
@@ -608,9 +794,20 @@ def fused_plastic_step(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: 
             write_l = write_l.contiguous()
     else:  # empty: the kernel's hebbian write (u = v)
         write_l = w.new_empty(0)
-    module.plastic_step(w, v0, kappa, beta, alpha, write_l, model.cfg.depth, ACTIVATION_CODES[model.cfg.activation],
-                        float(model.cfg.plastic_bound), GRAIN_AGENTS, w_out, v_out)
-    return v_out, w_out
+    step = module.plastic_step_lanes if lanes else module.plastic_step
+    grain = max(1, GRAIN_AGENTS // module.lanes()) if lanes else GRAIN_AGENTS
+    step(w, v0, kappa, beta, alpha, write_l, model.cfg.depth, ACTIVATION_CODES[model.cfg.activation],
+         float(model.cfg.plastic_bound), grain, w_out, v_out)
+    return v_out, (w_out.permute(0, 3, 1, 2) if lanes else w_out)
+
+
+def uses_lanes(model: MetODS, w: Tensor, module: object | None = None) -> bool:
+    """Whether the fused step of W ``[P, E, N, N]`` takes the lanes kernel: E a multiple of the vector width (8
+    float32 on AVX2) and S <= ``LANES_MAX_DEPTH``. Its W_t is then a ``[P, E, N, N]`` view of a ``[P, N, N, E]``
+    tensor (episodes innermost), which the next step reads in place; any torch op reads it like any other W."""
+    module = module if module is not None else _load()[0]
+    return (module is not None and model.cfg.depth <= LANES_MAX_DEPTH and w.shape[1] % module.lanes() == 0
+            and w.shape[1] > 0)
 
 
 def clear_buffer_pool() -> None:
