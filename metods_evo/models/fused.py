@@ -66,7 +66,7 @@ of one core once per machine, would cost more than the kernel saves. The choice 
 a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
 GRAIN_AGENTS = 16
 """Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
-KERNEL_VERSION = 4
+KERNEL_VERSION = 5
 """Part of the extension's name: bump it whenever ``SOURCE`` changes, so that no cache (torch's, or
 ``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write;
 v3: the lanes layout)."""
@@ -581,34 +581,44 @@ at::Tensor empty_output(std::vector<int64_t> sizes) {
 
 void clear_buffer_pool() { pool().clear(); }
 
+// The checks both entry points share: kappa and beta [P or 1, S(S+3)/2], alpha [P or 1, N, N] (rows contiguous) or
+// [P or 1, 1], write_l empty (the hebbian write, u = v) or [P or 1, N, N] (the linear write, u = L v), all float32 on
+// the CPU. Returns whether the write is linear.
+bool check_parameters(int64_t pop, int64_t n, int64_t depth, const at::Tensor& kappa, const at::Tensor& beta,
+                      const at::Tensor& alpha, const at::Tensor& write_l) {
+  for (const at::Tensor* t : {&kappa, &beta, &alpha, &write_l})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), "the fused step takes float32 CPU tensors");
+  TORCH_CHECK(depth >= 1 && kappa.dim() == 2 && beta.dim() == 2 && kappa.size(1) == depth * (depth + 3) / 2 &&
+              beta.size(1) == kappa.size(1) && kappa.stride(1) == 1 && beta.stride(1) == 1,
+              "kappa and beta must be [P, S(S+3)/2] with unit inner stride");
+  TORCH_CHECK(alpha.dim() == 3 ? (alpha.size(1) == n && alpha.size(2) == n && alpha.stride(2) == 1 &&
+                                  alpha.stride(1) == n)
+                               : (alpha.dim() == 2 && alpha.size(1) == 1),
+              "alpha must be [P, N, N] (rows contiguous) or [P, 1]");
+  const bool linear = write_l.numel() > 0;
+  TORCH_CHECK(!linear || (write_l.dim() == 3 && write_l.size(1) == n && write_l.size(2) == n &&
+                          write_l.stride(2) == 1 && (write_l.size(0) == pop || write_l.size(0) == 1)),
+              "write_l must be empty (hebbian) or [P or 1, N, N] with unit inner stride");
+  for (const at::Tensor* t : {&kappa, &beta, &alpha})
+    TORCH_CHECK(t->size(0) == pop || t->size(0) == 1, "parameters must have P or 1 individuals");
+  return linear;
+}
+
+int64_t individual_stride(const at::Tensor& t) { return t.size(0) == 1 ? int64_t{0} : t.stride(0); }
+
 void plastic_step(const at::Tensor& w, const at::Tensor& v0, const at::Tensor& kappa, const at::Tensor& beta,
                   const at::Tensor& alpha, const at::Tensor& write_l, int64_t depth, int64_t activation, double bound,
                   int64_t grain,
                   const at::Tensor& w_out, const at::Tensor& v_out) {
   TORCH_CHECK(w.dim() == 4 && w.size(2) == w.size(3), "w must be [P, E, N, N]");
   const int64_t pop = w.size(0), agents = w.size(1), n = w.size(2);
-  for (const at::Tensor* t : {&w, &v0, &kappa, &beta, &alpha, &w_out, &v_out})
+  for (const at::Tensor* t : {&w, &v0, &w_out, &v_out})
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), "the fused step takes float32 CPU tensors");
   TORCH_CHECK(w.is_contiguous() && v0.is_contiguous() && w_out.is_contiguous() && v_out.is_contiguous(),
               "w, v0 and the outputs must be contiguous");
   TORCH_CHECK(v0.sizes() == v_out.sizes() && v0.dim() == 3 && v0.size(0) == pop && v0.size(1) == agents &&
               v0.size(2) == n && w_out.sizes() == w.sizes(), "v0 must be [P, E, N], outputs shaped as inputs");
-  TORCH_CHECK(depth >= 1 && kappa.dim() == 2 && beta.dim() == 2 && kappa.size(1) == depth * (depth + 3) / 2 &&
-              beta.size(1) == kappa.size(1) && kappa.stride(1) == 1 && beta.stride(1) == 1,
-              "kappa and beta must be [P, S(S+3)/2] with unit inner stride");
-  const bool matrix = alpha.dim() == 3;
-  TORCH_CHECK(matrix ? (alpha.size(1) == n && alpha.size(2) == n && alpha.stride(2) == 1 && alpha.stride(1) == n)
-                     : (alpha.dim() == 2 && alpha.size(1) == 1), "alpha must be [P, N, N] (rows contiguous) or [P, 1]");
-  // the write rule: an empty write_l is hebbian (u = v), an [P or 1, N, N] one the linear write u = L v
-  const bool linear = write_l.numel() > 0;
-  TORCH_CHECK(write_l.scalar_type() == at::kFloat && write_l.device().is_cpu(),
-              "the fused step takes float32 CPU tensors");
-  TORCH_CHECK(!linear || (write_l.dim() == 3 && write_l.size(1) == n && write_l.size(2) == n &&
-                          write_l.stride(2) == 1 && (write_l.size(0) == pop || write_l.size(0) == 1)),
-              "write_l must be empty (hebbian) or [P or 1, N, N] with unit inner stride");
-  for (const at::Tensor* t : {&kappa, &beta, &alpha})
-    TORCH_CHECK(t->size(0) == pop || t->size(0) == 1, "parameters must have P or 1 individuals");
-  auto individual_stride = [](const at::Tensor& t) { return t.size(0) == 1 ? int64_t{0} : t.stride(0); };
+  const bool matrix = alpha.dim() == 3, linear = check_parameters(pop, n, depth, kappa, beta, alpha, write_l);
   Step st{w.data_ptr<float>(), v0.data_ptr<float>(), kappa.data_ptr<float>(), beta.data_ptr<float>(),
           alpha.data_ptr<float>(), linear ? write_l.data_ptr<float>() : nullptr, w_out.data_ptr<float>(),
           v_out.data_ptr<float>(), agents, n, depth, individual_stride(kappa), individual_stride(beta),
@@ -626,28 +636,15 @@ void plastic_step_lanes(const at::Tensor& w, const at::Tensor& v0, const at::Ten
                         double bound, int64_t grain_blocks, const at::Tensor& w_out, const at::Tensor& v_out) {
   TORCH_CHECK(w.dim() == 4 && w.size(1) == w.size(2), "w must be the lanes layout [P, N, N, E]");
   const int64_t pop = w.size(0), n = w.size(1), episodes = w.size(3);
-  for (const at::Tensor* t : {&w, &v0, &kappa, &beta, &alpha, &w_out, &v_out})
+  for (const at::Tensor* t : {&w, &v0, &w_out, &v_out})
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), "the fused step takes float32 CPU tensors");
   TORCH_CHECK(w.is_contiguous() && v0.is_contiguous() && w_out.is_contiguous() && v_out.is_contiguous() &&
               w_out.sizes() == w.sizes(), "w, v0 and the outputs must be contiguous, w_out shaped as w");
   TORCH_CHECK(episodes % kLanes == 0, "the lanes kernel needs E to be a multiple of ", kLanes);
   TORCH_CHECK(v0.dim() == 3 && v0.size(0) == pop && v0.size(1) == episodes && v0.size(2) == n &&
               v0.sizes() == v_out.sizes(), "v0 must be [P, E, N], v_out shaped as v0");
-  TORCH_CHECK(depth >= 1 && depth <= 4 && kappa.dim() == 2 && beta.dim() == 2 &&
-              kappa.size(1) == depth * (depth + 3) / 2 && beta.size(1) == kappa.size(1) && kappa.stride(1) == 1 &&
-              beta.stride(1) == 1, "the lanes kernel takes S <= 4 and kappa, beta [P, S(S+3)/2], unit inner stride");
-  const bool matrix = alpha.dim() == 3;
-  TORCH_CHECK(matrix ? (alpha.size(1) == n && alpha.size(2) == n && alpha.stride(2) == 1 && alpha.stride(1) == n)
-                     : (alpha.dim() == 2 && alpha.size(1) == 1), "alpha must be [P, N, N] (rows contiguous) or [P, 1]");
-  const bool linear = write_l.numel() > 0;
-  TORCH_CHECK(write_l.scalar_type() == at::kFloat && write_l.device().is_cpu(),
-              "the fused step takes float32 CPU tensors");
-  TORCH_CHECK(!linear || (write_l.dim() == 3 && write_l.size(1) == n && write_l.size(2) == n &&
-                          write_l.stride(2) == 1 && (write_l.size(0) == pop || write_l.size(0) == 1)),
-              "write_l must be empty (hebbian) or [P or 1, N, N] with unit inner stride");
-  for (const at::Tensor* t : {&kappa, &beta, &alpha})
-    TORCH_CHECK(t->size(0) == pop || t->size(0) == 1, "parameters must have P or 1 individuals");
-  auto individual_stride = [](const at::Tensor& t) { return t.size(0) == 1 ? int64_t{0} : t.stride(0); };
+  TORCH_CHECK(depth <= 4, "the lanes kernel takes S <= 4");
+  const bool matrix = alpha.dim() == 3, linear = check_parameters(pop, n, depth, kappa, beta, alpha, write_l);
   Lanes st{w.data_ptr<float>(), v0.data_ptr<float>(), kappa.data_ptr<float>(), beta.data_ptr<float>(),
            alpha.data_ptr<float>(), linear ? write_l.data_ptr<float>() : nullptr, w_out.data_ptr<float>(),
            v_out.data_ptr<float>(), episodes, n, individual_stride(kappa), individual_stride(beta),
