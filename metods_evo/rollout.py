@@ -279,7 +279,8 @@ def replay(model, params: dict[str, Tensor], task: Task, state0: dict[str, Tenso
     P, E]`` (any subset of its episodes): the model sees exactly what it saw while acting, its state re-computed
     from each episode's start. PPO scores its updated policy with this.
     """
-    state = dict(state0)
+    # a model whose start state depends on theta (MetODS's learnt W0) re-derives it, or it would get no gradient
+    state = model.replay_state(params, state0) if hasattr(model, "replay_state") else dict(state0)
     log_std = None if task.discrete else params["log_std"]
     prev_action = first_action(task, tuple(rewards.shape[1:]), rewards.device)
     prev_reward = torch.zeros(rewards.shape[1:], dtype=rewards.dtype, device=rewards.device)

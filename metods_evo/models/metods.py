@@ -107,6 +107,14 @@ class MetODS:
             w = ref.new_zeros(p, num_agents, n, n)
         return {"W": w}
 
+    def replay_state(self, params: dict[str, Tensor], state0: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The start state of recorded episodes (``state0``, their ``initial_state``) under ``params``, for
+        ``rollout.replay``: a learnt W0 is taken from ``params`` again, so that the replayed loss has a gradient
+        for it (the recording is detached); a zero or random W0 is the recorded one."""
+        if self.cfg.w0 != "learnt":
+            return dict(state0)
+        return {**state0, "W": params["w0"].unsqueeze(1).expand_as(state0["W"])}
+
     # ------------------------------------------------------------------ forward
     def embed(self, params: dict[str, Tensor], obs: Tensor, prev_action: Tensor, prev_reward: Tensor) -> Tensor:
         """f: ``[P, E, obs]``, prev action (int64 ``[P, E]``, -1 = none; or float ``[P, E, A]``), reward -> v0."""
