@@ -13,7 +13,7 @@ mujoco = pytest.importorskip("mujoco")
 gymnasium = pytest.importorskip("gymnasium")
 
 from metods_evo.rollout import tile  # noqa: E402
-from metods_evo.tasks import make_task  # noqa: E402
+from metods_evo.tasks import make_task, mujoco_batch  # noqa: E402
 from metods_evo.tasks.locomotion import AntDirTask, CheetahDirTask  # noqa: E402
 
 TASK_IDS = ["cheetah-dir", "ant-dir"]
@@ -220,10 +220,42 @@ def test_common_random_numbers_under_tiling(task_id):
         assert torch.equal(reward.view(individuals, episodes), base_reward.expand(individuals, -1))
 
 
+def extension_or_skip() -> None:
+    if not mujoco_batch.available():
+        pytest.skip(f"the batched MuJoCo stepper did not compile: {mujoco_batch._load()[1]}")
+
+
 @pytest.mark.parametrize("task_id", TASK_IDS)
-def test_unstable_simulation_ends_the_episode(task_id, tmp_path, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_extension_stepper_equals_the_python_loop(task_id, threads):
+    """The C++ stepper makes the Python loop's MuJoCo calls: bitwise the same states, observations, rewards and
+    ends, with finished episodes in the batch (the stepped rows are a subset)."""
+    extension_or_skip()
+    results = []
+    for use_extension in (False, True):
+        task = make_task(task_id, sim_threads=threads)
+        task._use_extension = use_extension
+        g = gen(21)
+        state, obs = task.reset(6, g)
+        state["done"][1] = True  # a finished episode: not stepped
+        trace = [obs]
+        for _ in range(30):
+            state, obs, reward, done = task.step(state, random_actions(task, 6, g), g)
+            trace += [obs, reward, done]
+        results.append((trace, state))
+    (trace_py, state_py), (trace_ext, state_ext) = results
+    assert all(torch.equal(a, b) for a, b in zip(trace_py, trace_ext))
+    assert all(torch.equal(state_py[k], state_ext[k]) for k in state_py)
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+@pytest.mark.parametrize("use_extension", [False, True])
+def test_unstable_simulation_ends_the_episode(task_id, use_extension, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo logs its warnings to ./MUJOCO_LOG.TXT
+    if use_extension:
+        extension_or_skip()
     task = make_task(task_id)
+    task._use_extension = use_extension
     state, _ = task.reset(3, gen(14))
     state["qvel"][0, 0] = 1e12  # MuJoCo's "huge value in QVEL" warning: it resets that simulation
     state["qpos"][1, 0] = float("nan")

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from metods_evo.config import ModelConfig
 from metods_evo.models import fused
-from metods_evo.models.params import ParamSpec
+from metods_evo.models.params import ParamSpec, action_input
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 
@@ -118,11 +118,7 @@ class MetODS:
     # ------------------------------------------------------------------ forward
     def embed(self, params: dict[str, Tensor], obs: Tensor, prev_action: Tensor, prev_reward: Tensor) -> Tensor:
         """f: ``[P, E, obs]``, prev action (int64 ``[P, E]``, -1 = none; or float ``[P, E, A]``), reward -> v0."""
-        if self.num_actions:
-            onehot = torch.nn.functional.one_hot(prev_action.clamp(min=0), self.num_actions).to(obs.dtype)
-            action_in = onehot * (prev_action >= 0).unsqueeze(-1).to(obs.dtype)
-        else:
-            action_in = prev_action.to(obs.dtype)
+        action_in = action_input(prev_action, self.num_actions, obs.dtype)
         reward = prev_reward.unsqueeze(-1).to(obs.dtype)
         parts = [obs, action_in, reward] + ([action_in * reward] if self.cfg.action_reward_inputs else [])
         x = torch.cat(parts, dim=-1)

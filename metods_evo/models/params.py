@@ -48,3 +48,12 @@ class ParamSpec:
         """Inverse of ``unflatten``: ``{name: [P, *shape]}`` -> ``[P, D]``."""
         first = params[self.names[0]]
         return torch.cat([params[n].reshape(first.shape[0], -1) for n in self.names], dim=-1)
+
+
+def action_input(prev_action: Tensor, num_actions: int, dtype: torch.dtype) -> Tensor:
+    """The previous action as a model input: one-hot ``[..., A]`` for a discrete task (all zeros for -1, "none"),
+    the float vector itself for a continuous one (``num_actions = 0``). One-hot by comparison with ``arange``:
+    ``F.one_hot`` checks the index range with a reduction over the batch, ~10 % of a batched Harlow rollout."""
+    if not num_actions:
+        return prev_action.to(dtype)
+    return (prev_action.unsqueeze(-1) == torch.arange(num_actions, device=prev_action.device)).to(dtype)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from metods_evo.config import ModelConfig
 from metods_evo.models.metods import _linear
-from metods_evo.models.params import ParamSpec
+from metods_evo.models.params import ParamSpec, action_input
 
 UPDATE_GATE_BIAS = 1.0
 """Initial b_iz: z = sigmoid(1) ~ 0.73 at init, so h keeps most of its past by default (the GRU analogue of
@@ -77,11 +77,7 @@ class RL2:
 
     def inputs(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor) -> Tensor:
         """x = [obs, previous action (one-hot, zeros for -1; or the float vector), previous reward] ``[P, E, in]``."""
-        if self.num_actions:
-            onehot = torch.nn.functional.one_hot(prev_action.clamp(min=0), self.num_actions).to(obs.dtype)
-            action_in = onehot * (prev_action >= 0).unsqueeze(-1).to(obs.dtype)
-        else:
-            action_in = prev_action.to(obs.dtype)
+        action_in = action_input(prev_action, self.num_actions, obs.dtype)
         return torch.cat([obs, action_in, prev_reward.unsqueeze(-1).to(obs.dtype)], dim=-1)
 
     def gru(self, params: dict[str, Tensor], h: Tensor, x: Tensor) -> Tensor:

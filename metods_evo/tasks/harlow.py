@@ -101,11 +101,14 @@ class HarlowTask(Task):
 
     def _observe(self, state: TaskState) -> Tensor:
         shown = state["choice"].float()[:, None]
-        idx = torch.stack([state["left"], 1 - state["left"]], 1)[:, :, None].expand(-1, -1, self.object_dim)
-        sides = state["objects"].gather(1, idx) * shown[:, :, None]  # [B, 2 (left, right), D]
+        # "left" is the index of the object on the left. where() and a sum (exact: the objects are +-1 vectors)
+        # instead of gather (10x slower here) and flip; one-hot by comparison skips one_hot's range check.
+        first, second = state["objects"].unbind(1)
+        on_left = torch.where(state["left"].bool()[:, None], second, first)
+        on_right = first + second - on_left
         cue = 1.0 - shown
-        position = torch.nn.functional.one_hot(state["pos"], 3).float()
-        return torch.cat([cue, sides.flatten(1), position], 1)
+        position = (state["pos"][:, None] == torch.arange(3, device=self.device)).float()
+        return torch.cat([cue, on_left * shown, on_right * shown, position], 1)
 
     def episode_metrics(self, rewards: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """Return, trial count, per-trial correctness and the later-trial success rate.
