@@ -24,6 +24,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+KERNEL_DIR_ENV = "METODS_EVO_KERNEL_DIR"
+"""Where the compiled extension is cached (default: torch's extension directory); the fused kernel's variable."""
 VERSION = 1
 """Part of the extension's name: bump it whenever ``SOURCE`` changes."""
 
@@ -104,7 +106,11 @@ def _load() -> tuple[object | None, str]:
         name = f"metods_evo_mujoco_batch_v{VERSION}_" + mujoco.__version__.replace(".", "_")
         print(f"metods-evo: loading the batched MuJoCo stepper {name} (compiled once per machine, about 20 s the "
               "first time)", file=sys.stderr, flush=True)
-        module = load_inline(name=name, cpp_sources=[SOURCE], functions=["step_rows"],
+        build_directory = None
+        if os.environ.get(KERNEL_DIR_ENV):
+            build_directory = os.path.join(os.environ[KERNEL_DIR_ENV], name)
+            os.makedirs(build_directory, exist_ok=True)
+        module = load_inline(name=name, cpp_sources=[SOURCE], functions=["step_rows"], build_directory=build_directory,
                              extra_cflags=["-O2", "-fopenmp"], extra_include_paths=[os.path.join(root, "include")],
                              extra_ldflags=["-fopenmp", os.path.join(root, libraries[-1]), f"-Wl,-rpath,{root}"],
                              verbose=False)
