@@ -62,8 +62,10 @@ RANDOM = Arm("random", "es", (("model.kind", "random"), ("es.popsize", "2"), ("e
 EXPERIMENTS: dict[str, Experiment] = {
     "maze-table": Experiment(
         task="maze",
-        # metods-s1: MetODS with S = 1, which learned the maze faster than the preset's S = 3 in the maze ablation
+        # metods-s1: MetODS with S = 1, which learned the maze faster than the preset's S = 3 in the maze ablation;
+        # metods-s1-n48: the same with twice the neurons and a 64-unit hidden layer in f (RL2 has 64 GRU units)
         arms=(Arm("metods", "ppo"), Arm("metods-s1", "ppo", (("model.depth", "1"),)),
+              Arm("metods-s1-n48", "ppo", (("model.depth", "1"), ("model.n", "48"), ("model.embed_hidden", "64"))),
               Arm("rl2", "ppo", (("model.kind", "rl2"),)),
               Arm("maml", "ppo", (("model.kind", "maml"), ("model.maml_adapt_steps", "50"))), RANDOM),
         budget_steps=10_000_000,

@@ -72,8 +72,8 @@ WRITES = ["hebbian", "linear"]  # the write rules the kernel computes (mlp stays
 @pytest.mark.parametrize("write,depth,alpha,activation", list(itertools.product(
     WRITES, [1, 2, 3, 4], ["matrix", "scalar"], ["tanh", "relu", "sigmoid", "identity"])))
 def test_step_matches_eager(write, depth, alpha, activation):
-    # with and without the clip; E = 5: the per-agent kernel, E = 16: the lanes kernel
-    for (n, bound), agents in itertools.product([(5, 1.5), (20, 0.0), (20, 1.5), (64, 1.5)], [5, 16]):
+    # with and without the clip; E = 5: the per-agent kernel, E = 8 / 16: the lanes kernel, 8 / 16 episodes a block
+    for (n, bound), agents in itertools.product([(5, 1.5), (20, 0.0), (20, 1.5), (64, 1.5)], [5, 8, 16]):
         cfg = ModelConfig(n=n, depth=depth, alpha=alpha, activation=activation, plastic_bound=bound, write=write)
         model, params, w, v0 = make_case(cfg, seed=100 * depth + n, agents=agents)
         w_before = w.clone()
@@ -83,7 +83,7 @@ def test_step_matches_eager(write, depth, alpha, activation):
         v_exact, w_exact, w_scale = float64_step(model, params, w, v0)
         assert torch.equal(w, w_before), "the kernel must only read W"
         assert v_fused.shape == v_eager.shape and w_fused.shape == w_eager.shape
-        assert (w_fused.stride(1) == 1) == (agents == 16)  # the lanes layout: episodes innermost
+        assert (w_fused.stride(1) == 1) == (agents in (8, 16))  # the lanes layout: episodes innermost
         where = f"N={n} E={agents} bound={bound}"
         assert_as_accurate(v_fused, v_eager, v_exact, v_exact.abs().max(), f"v {where}")
         assert_as_accurate(w_fused, w_eager, w_exact, w_scale, f"W {where}")
@@ -123,7 +123,7 @@ def test_linear_write_with_shared_or_strided_l():
 
 
 @pytest.mark.parametrize("write", WRITES)
-@pytest.mark.parametrize("agents", [4, 16])
+@pytest.mark.parametrize("agents", [4, 16])  # blocks of 8 episodes: test_sixteen_and_eight_episode_blocks_agree_bitwise
 def test_thirty_step_chain_matches_eager(write, agents):
     """Along a 30-step trajectory (W fed back, new v0 each step, the bound reached), every step of the fused
     kernel is as accurate as the eager step's.
@@ -200,6 +200,19 @@ def test_lanes_layout_is_carried_and_read_in_place():
     for name, (v, w_t) in {"lanes": (v_lanes, w_lanes), "per-agent": (v_agents, w_agents)}.items():
         assert_as_accurate(v, v_eager, v_exact, v_exact.abs().max(), f"v {name}")
         assert_as_accurate(w_t, w_eager, w_exact, w_scale, f"W {name}")
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_sixteen_and_eight_episode_blocks_agree_bitwise(write):
+    """E = 16 runs in blocks of 16 episodes (two vectors, whole cache lines), E = 24 in blocks of 8: each lane's
+    arithmetic is the same, so the first 16 episodes of an E = 24 step equal the E = 16 step bit for bit."""
+    model, params, w, v0 = make_case(ModelConfig(n=20, depth=3, plastic_bound=1.5, write=write), seed=5, pop=3,
+                                     agents=24)
+    with torch.no_grad():
+        v24, w24 = fused.fused_plastic_step(model, params, w, v0, lanes=True)
+        v16, w16 = fused.fused_plastic_step(model, params, w[:, :16].contiguous(), v0[:, :16].contiguous(),
+                                            lanes=True)
+    assert torch.equal(v24[:, :16], v16) and torch.equal(w24[:, :16], w16)
 
 
 def test_lanes_kernel_refuses_what_it_cannot_compute():

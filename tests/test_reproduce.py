@@ -26,7 +26,7 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     assert table in printed + "\n" or table.splitlines()[2] in printed
     rows = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
             for line in (out / "table.csv").read_text().splitlines()[1:]}
-    assert list(rows) == ["metods", "metods-s1", "rl2", "maml", "random"]
+    assert list(rows) == ["metods", "metods-s1", "metods-s1-n48", "rl2", "maml", "random"]
     for agent, values in rows.items():
         cfg = RunDir.open(out / agent / "seed0").config()
         assert cfg.model.kind == agent.split("-")[0]
@@ -39,6 +39,8 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
         assert f"| {agent} | " in table and f" / {paper[2]} |" in table  # the paper's cumulative reward beside ours
     assert RunDir.open(out / "maml" / "seed0").config().model.maml_adapt_steps == 50
     assert RunDir.open(out / "metods-s1" / "seed0").config().model.depth == 1
+    wide = RunDir.open(out / "metods-s1-n48" / "seed0").config().model
+    assert (wide.depth, wide.n, wide.embed_hidden) == (1, 48, 64)
     assert RunDir.open(out / "random" / "seed0").config().budget_steps == 1  # nothing to train
     for name in ("training.md", "training.csv", "COMMAND.md"):
         assert (out / name).is_file()

@@ -19,8 +19,10 @@ lanes and needs a transpose-and-add per 8 rows). The lanes kernel, taken whereve
 width (8 float32 on AVX2) and S <= 4, puts 8 episodes of one individual in the lanes instead: W is stored
 [P, N, N, E] (episodes innermost; the W_t it returns is a [P, E, N, N] view of that, which the next step reads in
 place), every operation is a vertical FMA across agents, and the individual's alpha, L, kappa and beta are
-broadcast scalars. ``benchmarks/fused_step.py`` measures both side by side (1.5x for the lanes kernel at N = 20,
-equal at N = 64, where the per-agent rows already fill whole vectors).
+broadcast scalars. Where E is a multiple of 16 (the ES default), a block is 16 episodes in two vectors: element
+(i, j) of the block is then one whole 64-byte line of W, touched once per sweep rather than as half a line by two
+blocks (1.1-1.4x over 8-episode blocks, bitwise the same per lane). ``benchmarks/fused_step.py`` measures the
+lanes and per-agent kernels side by side (1.7-1.9x for the lanes kernel at N = 20, S = 3, 1.0-1.5x at N = 64).
 
 Scope: float32, no autograd (ES and evaluation run under ``torch.no_grad()``), the hebbian and linear writes (the
 mlp write stays eager), alpha 'matrix' or 'scalar', any activation of ``ACTIVATIONS``, any S >= 1 and N.
@@ -66,10 +68,10 @@ of one core once per machine, would cost more than the kernel saves. The choice 
 a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
 GRAIN_AGENTS = 16
 """Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
-KERNEL_VERSION = 6
+KERNEL_VERSION = 7
 """Part of the extension's name: bump it whenever ``SOURCE`` changes, so that no cache (torch's, or
 ``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write;
-v3: the lanes layout; v6: L v by row groups, prefetch of the next block)."""
+v3: the lanes layout; v6: L v by row groups, prefetch of the next block; v7: 16-episode blocks)."""
 LANES_MAX_DEPTH = 4
 """The lanes kernel is instantiated for S = 1..4; deeper steps take the per-agent kernel."""
 WRITES = ("hebbian", "linear")
@@ -420,13 +422,39 @@ struct Lanes {
   float bound;
 };
 
-// What one block's sweeps share: kLanes episodes of one individual.
+// The lanes kernel's vector types: one AVX2 vector (8 episodes), or two (16 episodes: element (i, j) of the block
+// is then one whole 64-byte line of W, read and written once per sweep instead of half a line twice).
+struct Vec2 {
+  Vec lo, hi;
+  Vec2() = default;
+  explicit Vec2(float x) : lo(x), hi(x) {}
+  Vec2(const Vec& l, const Vec& h) : lo(l), hi(h) {}
+  static constexpr int64_t size() { return 2 * Vec::size(); }
+  static Vec2 loadu(const float* p) { return {Vec::loadu(p), Vec::loadu(p + Vec::size())}; }
+  void store(float* p) const {
+    lo.store(p);
+    hi.store(p + Vec::size());
+  }
+};
+inline Vec2 operator*(const Vec2& a, const Vec2& b) { return {a.lo * b.lo, a.hi * b.hi}; }
+inline Vec2 operator+(const Vec2& a, const Vec2& b) { return {a.lo + b.lo, a.hi + b.hi}; }
+inline Vec vfmadd(const Vec& a, const Vec& b, const Vec& c) { return at::vec::fmadd(a, b, c); }
+inline Vec2 vfmadd(const Vec2& a, const Vec2& b, const Vec2& c) {
+  return {at::vec::fmadd(a.lo, b.lo, c.lo), at::vec::fmadd(a.hi, b.hi, c.hi)};
+}
+inline Vec vclamp(const Vec& x, const Vec& lo, const Vec& hi) { return at::vec::clamp(x, lo, hi); }
+inline Vec2 vclamp(const Vec2& x, const Vec2& lo, const Vec2& hi) {
+  return {at::vec::clamp(x.lo, lo.lo, hi.lo), at::vec::clamp(x.hi, lo.hi, hi.hi)};
+}
+inline Vec2 activate(const Vec2& x, int64_t code) { return {activate(x.lo, code), activate(x.hi, code)}; }
+
+// What one block's sweeps share: kW episodes of one individual.
 struct LanesBlock {
   int64_t n, e;
   const float* w; float* w_out;  // element (i, j) of the block at w[(i * n + j) * e]
   const float* alpha; const float* kappa; const float* write_l; int64_t write_l_row;
   const float* c; const float* d;
-  float* v; float* u; float* z;  // [S + 1][N][kLanes], [S][N][kLanes] (hebbian: u = v), [S][N][kLanes]
+  float* v; float* u; float* z;  // [S + 1][N][kW], [S][N][kW] (hebbian: u = v), [S][N][kW]
   float alpha_scalar, bound;
   int64_t activation;
   const float* next_w; const float* next_w_out;  // the next block's W and W_t (nullptr: none), to prefetch
@@ -434,53 +462,54 @@ struct LanesBlock {
 
 // Sweep kSweep (1..kS) of one block; on the last sweep it also writes W_t. Compile-time S and sweep: every loop
 // over k is unrolled and the per-row coefficients and accumulators live in registers.
-template <int kS, int kSweep, bool kMatrix>
+template <typename V, int kS, int kSweep, bool kMatrix>
 void lanes_sweep(const LanesBlock& b) {
+  constexpr int64_t kW = V::size();
   constexpr int kTerms = kSweep - 1;
   constexpr bool kLast = kSweep == kS;
   const int64_t n = b.n, e = b.e;
-  const float* vp = b.v + (kSweep - 1) * n * kLanes;
+  const float* vp = b.v + (kSweep - 1) * n * kW;
   if (b.write_l != nullptr) {  // u_{s-1} = L v_{s-1}, 4 rows at a time (4 chains, one load of v_j per 4 FMAs)
-    float* us = b.u + (kSweep - 1) * n * kLanes;
+    float* us = b.u + (kSweep - 1) * n * kW;
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
       const float* l_row = b.write_l + i * b.write_l_row;
-      Vec acc0(0.f), acc1(0.f), acc2(0.f), acc3(0.f);
+      V acc0(0.f), acc1(0.f), acc2(0.f), acc3(0.f);
       for (int64_t j = 0; j < n; ++j) {
-        const Vec vj = Vec::loadu(vp + j * kLanes);
-        acc0 = at::vec::fmadd(Vec(l_row[j]), vj, acc0);
-        acc1 = at::vec::fmadd(Vec(l_row[b.write_l_row + j]), vj, acc1);
-        acc2 = at::vec::fmadd(Vec(l_row[2 * b.write_l_row + j]), vj, acc2);
-        acc3 = at::vec::fmadd(Vec(l_row[3 * b.write_l_row + j]), vj, acc3);
+        const V vj = V::loadu(vp + j * kW);
+        acc0 = vfmadd(V(l_row[j]), vj, acc0);
+        acc1 = vfmadd(V(l_row[b.write_l_row + j]), vj, acc1);
+        acc2 = vfmadd(V(l_row[2 * b.write_l_row + j]), vj, acc2);
+        acc3 = vfmadd(V(l_row[3 * b.write_l_row + j]), vj, acc3);
       }
-      acc0.store(us + i * kLanes);
-      acc1.store(us + (i + 1) * kLanes);
-      acc2.store(us + (i + 2) * kLanes);
-      acc3.store(us + (i + 3) * kLanes);
+      acc0.store(us + i * kW);
+      acc1.store(us + (i + 1) * kW);
+      acc2.store(us + (i + 2) * kW);
+      acc3.store(us + (i + 3) * kW);
     }
     for (; i < n; ++i) {
       const float* l_row = b.write_l + i * b.write_l_row;
-      Vec acc(0.f);
-      for (int64_t j = 0; j < n; ++j) acc = at::vec::fmadd(Vec(l_row[j]), Vec::loadu(vp + j * kLanes), acc);
-      acc.store(us + i * kLanes);
+      V acc(0.f);
+      for (int64_t j = 0; j < n; ++j) acc = vfmadd(V(l_row[j]), V::loadu(vp + j * kW), acc);
+      acc.store(us + i * kW);
     }
   }
   for (int k = 0; k < kTerms; ++k)
     for (int64_t j = 0; j < n; ++j)
-      (Vec::loadu(b.u + (k * n + j) * kLanes) * Vec::loadu(vp + j * kLanes)).store(b.z + (k * n + j) * kLanes);
-  const Vec c_read(b.c[kSweep - 1]), c_write(b.c[kS]), lo(-b.bound), hi(b.bound), alpha_scalar(b.alpha_scalar);
+      (V::loadu(b.u + (k * n + j) * kW) * V::loadu(vp + j * kW)).store(b.z + (k * n + j) * kW);
+  const V c_read(b.c[kSweep - 1]), c_write(b.c[kS]), lo(-b.bound), hi(b.bound), alpha_scalar(b.alpha_scalar);
   const bool clip = b.bound > 0.f;
   const float* ks = b.kappa + (kSweep - 1) * (kSweep + 2) / 2;
-  float* vs = b.v + kSweep * n * kLanes;
+  float* vs = b.v + kSweep * n * kW;
   for (int64_t i = 0; i < n; ++i) {
-    Vec cr[kTerms > 0 ? kTerms : 1], acc_k[kTerms > 0 ? kTerms : 1], cw[kS];
+    V cr[kTerms > 0 ? kTerms : 1], acc_k[kTerms > 0 ? kTerms : 1], cw[kS];
     for (int k = 0; k < kTerms; ++k) {
-      cr[k] = Vec(b.d[(kSweep - 1) * kS + k]) * Vec::loadu(b.v + (k * n + i) * kLanes);
-      acc_k[k] = Vec(0.f);
+      cr[k] = V(b.d[(kSweep - 1) * kS + k]) * V::loadu(b.v + (k * n + i) * kW);
+      acc_k[k] = V(0.f);
     }
     if constexpr (kLast)
-      for (int k = 0; k < kS; ++k) cw[k] = Vec(b.d[kS * kS + k]) * Vec::loadu(b.v + (k * n + i) * kLanes);
-    Vec acc_w(0.f);
+      for (int k = 0; k < kS; ++k) cw[k] = V(b.d[kS * kS + k]) * V::loadu(b.v + (k * n + i) * kW);
+    V acc_w(0.f);
     const float* a_row = kMatrix ? b.alpha + i * n : nullptr;
     const float* w_row = b.w + i * n * e;
     float* out_row = b.w_out + i * n * e;
@@ -492,66 +521,68 @@ void lanes_sweep(const LanesBlock& b) {
         if (b.next_w != nullptr) __builtin_prefetch(b.next_w + i * n * e + j * e, 0, 3);
       if constexpr (kS >= 2 && kLast)
         if (b.next_w_out != nullptr) __builtin_prefetch(b.next_w_out + i * n * e + j * e, 1, 3);
-      const Vec w0 = Vec::loadu(w_row + j * e);
-      acc_w = at::vec::fmadd(w0, Vec::loadu(vp + j * kLanes), acc_w);
-      const Vec a = kMatrix ? Vec(a_row[j]) : alpha_scalar;
-      for (int k = 0; k < kTerms; ++k) acc_k[k] = at::vec::fmadd(a, Vec::loadu(b.z + (k * n + j) * kLanes), acc_k[k]);
+      const V w0 = V::loadu(w_row + j * e);
+      acc_w = vfmadd(w0, V::loadu(vp + j * kW), acc_w);
+      const V a = kMatrix ? V(a_row[j]) : alpha_scalar;
+      for (int k = 0; k < kTerms; ++k) acc_k[k] = vfmadd(a, V::loadu(b.z + (k * n + j) * kW), acc_k[k]);
       if constexpr (kLast) {  // W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k)
-        Vec outer = cw[0] * Vec::loadu(b.u + j * kLanes);
-        for (int k = 1; k < kS; ++k) outer = at::vec::fmadd(cw[k], Vec::loadu(b.u + (k * n + j) * kLanes), outer);
-        Vec w_new = at::vec::fmadd(w0, c_write, outer * a);
-        if (clip) w_new = at::vec::clamp(w_new, lo, hi);
+        V outer = cw[0] * V::loadu(b.u + j * kW);
+        for (int k = 1; k < kS; ++k) outer = vfmadd(cw[k], V::loadu(b.u + (k * n + j) * kW), outer);
+        V w_new = vfmadd(w0, c_write, outer * a);
+        if (clip) w_new = vclamp(w_new, lo, hi);
         w_new.store(out_row + j * e);
       }
     }
-    Vec read = c_read * acc_w;
-    for (int k = 0; k < kTerms; ++k) read = at::vec::fmadd(cr[k], acc_k[k], read);
+    V read = c_read * acc_w;
+    for (int k = 0; k < kTerms; ++k) read = vfmadd(cr[k], acc_k[k], read);
     // v_s = kappa_s^s sigma(read) + sum_l kappa_s^l v_l, in the eager step's order
-    Vec x = Vec(ks[kSweep]) * activate(read, b.activation);
-    for (int l = 0; l < kSweep; ++l) x = x + Vec(ks[l]) * Vec::loadu(b.v + (l * n + i) * kLanes);
-    x.store(vs + i * kLanes);
+    V x = V(ks[kSweep]) * activate(read, b.activation);
+    for (int l = 0; l < kSweep; ++l) x = x + V(ks[l]) * V::loadu(b.v + (l * n + i) * kW);
+    x.store(vs + i * kW);
   }
-  if constexpr (kSweep < kS) lanes_sweep<kS, kSweep + 1, kMatrix>(b);
+  if constexpr (kSweep < kS) lanes_sweep<V, kS, kSweep + 1, kMatrix>(b);
 }
 
-// One block: kLanes episodes (e0 ..) of individual p. kS: the depth S (1..4).
-template <int kS>
+// One block: kW episodes (e0 ..) of individual p. kS: the depth S (1..4).
+template <typename V, int kS>
 void lanes_block(const Lanes& st, int64_t p, int64_t e0, float* scratch, int64_t next_p, int64_t next_e0) {
+  constexpr int64_t kW = V::size();
   const int64_t n = st.n, e = st.episodes, nn = n * n;
   const bool linear = st.write_l != nullptr;
   float c[kS + 1], d[(kS + 1) * kS];
   coefficients(st.beta + p * st.beta_stride, kS, c, d);
   LanesBlock b{n, e, st.w + p * nn * e + e0, st.w_out + p * nn * e + e0, st.alpha + p * st.alpha_stride,
                st.kappa + p * st.kappa_stride, linear ? st.write_l + p * st.write_l_stride : nullptr,
-               st.write_l_row, c, d, scratch, nullptr, scratch + (2 * kS + 1) * n * kLanes, 0.f, st.bound,
+               st.write_l_row, c, d, scratch, nullptr, scratch + (2 * kS + 1) * n * kW, 0.f, st.bound,
                st.activation, nullptr, nullptr};
   if (next_p >= 0) {
     b.next_w = st.w + next_p * nn * e + next_e0;
     b.next_w_out = st.w_out + next_p * nn * e + next_e0;
   }
-  b.u = linear ? b.v + (kS + 1) * n * kLanes : b.v;
+  b.u = linear ? b.v + (kS + 1) * n * kW : b.v;
   b.alpha_scalar = b.alpha[0];
-  for (int64_t lane = 0; lane < kLanes; ++lane) {  // v_0: [P, E, N] -> lanes
+  for (int64_t lane = 0; lane < kW; ++lane) {  // v_0: [P, E, N] -> lanes
     const float* src = st.v0 + (p * e + e0 + lane) * n;
-    for (int64_t j = 0; j < n; ++j) b.v[j * kLanes + lane] = src[j];
+    for (int64_t j = 0; j < n; ++j) b.v[j * kW + lane] = src[j];
   }
-  if (st.alpha_matrix) lanes_sweep<kS, 1, true>(b);
-  else lanes_sweep<kS, 1, false>(b);
-  const float* v_last = b.v + kS * n * kLanes;
-  for (int64_t lane = 0; lane < kLanes; ++lane) {  // v_S: lanes -> [P, E, N]
+  if (st.alpha_matrix) lanes_sweep<V, kS, 1, true>(b);
+  else lanes_sweep<V, kS, 1, false>(b);
+  const float* v_last = b.v + kS * n * kW;
+  for (int64_t lane = 0; lane < kW; ++lane) {  // v_S: lanes -> [P, E, N]
     float* dst = st.v_out + (p * e + e0 + lane) * n;
-    for (int64_t j = 0; j < n; ++j) dst[j] = v_last[j * kLanes + lane];
+    for (int64_t j = 0; j < n; ++j) dst[j] = v_last[j * kW + lane];
   }
 }
 
-template <int kS>
+template <typename V, int kS>
 void lanes_blocks(const Lanes& st, int64_t begin, int64_t end) {
-  std::vector<float> scratch((3 * kS + 1) * st.n * kLanes);
-  const int64_t blocks = st.episodes / kLanes;
+  constexpr int64_t kW = V::size();
+  std::vector<float> scratch((3 * kS + 1) * st.n * kW);
+  const int64_t blocks = st.episodes / kW;
   for (int64_t b = begin; b < end; ++b) {
     const int64_t next = b + 1 < end ? b + 1 : -1;
-    lanes_block<kS>(st, b / blocks, b % blocks * kLanes, scratch.data(), next < 0 ? -1 : next / blocks,
-                    next < 0 ? 0 : next % blocks * kLanes);
+    lanes_block<V, kS>(st, b / blocks, b % blocks * kW, scratch.data(), next < 0 ? -1 : next / blocks,
+                    next < 0 ? 0 : next % blocks * kW);
   }
 }
 
@@ -682,15 +713,26 @@ void plastic_step_lanes(const at::Tensor& w, const at::Tensor& v0, const at::Ten
            v_out.data_ptr<float>(), episodes, n, individual_stride(kappa), individual_stride(beta),
            individual_stride(alpha), linear ? individual_stride(write_l) : 0, linear ? write_l.stride(1) : 0,
            activation, matrix, static_cast<float>(bound)};
-  const int64_t blocks = pop * (episodes / kLanes);
+  // 16 episodes per block where E allows (whole cache lines), else 8
+  const bool wide = episodes % Vec2::size() == 0;
+  const int64_t blocks = pop * (episodes / (wide ? Vec2::size() : kLanes));
   if (blocks == 0) return;
   pybind11::gil_scoped_release no_gil;
-  at::parallel_for(0, blocks, grain_blocks, [&](int64_t begin, int64_t end) {
+  const int64_t grain = wide ? std::max<int64_t>(1, grain_blocks / 2) : grain_blocks;
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    if (wide) {
+      switch (depth) {
+        case 1: return lanes_blocks<Vec2, 1>(st, begin, end);
+        case 2: return lanes_blocks<Vec2, 2>(st, begin, end);
+        case 3: return lanes_blocks<Vec2, 3>(st, begin, end);
+        default: return lanes_blocks<Vec2, 4>(st, begin, end);
+      }
+    }
     switch (depth) {
-      case 1: return lanes_blocks<1>(st, begin, end);
-      case 2: return lanes_blocks<2>(st, begin, end);
-      case 3: return lanes_blocks<3>(st, begin, end);
-      default: return lanes_blocks<4>(st, begin, end);
+      case 1: return lanes_blocks<Vec, 1>(st, begin, end);
+      case 2: return lanes_blocks<Vec, 2>(st, begin, end);
+      case 3: return lanes_blocks<Vec, 3>(st, begin, end);
+      default: return lanes_blocks<Vec, 4>(st, begin, end);
     }
   });
 }

@@ -8,7 +8,7 @@ exactly the same MuJoCo calls, in the same order, from a small C++ extension: ro
 an atomic counter by ``threads`` OpenMP threads, each with its own ``mjData``, and the GIL is released for the
 whole batch. Results are bitwise those of the Python loop (``tests/test_locomotion.py`` checks it).
 
-The extension is compiled on first use (about 20 s, cached like the fused kernel) against the headers and the
+The extension is compiled on first use (under a minute, cached like the fused kernel) against the headers and the
 ``libmujoco`` shipped in the ``mujoco`` wheel; where that fails, ``available()`` is False and the task keeps its
 Python loop.
 """
@@ -104,7 +104,7 @@ def _load() -> tuple[object | None, str]:
         if not libraries:
             return None, f"no libmujoco.so in {root}"
         name = f"metods_evo_mujoco_batch_v{VERSION}_" + mujoco.__version__.replace(".", "_")
-        print(f"metods-evo: loading the batched MuJoCo stepper {name} (compiled once per machine, about 20 s the "
+        print(f"metods-evo: loading the batched MuJoCo stepper {name} (compiled once per machine, under a minute the "
               "first time)", file=sys.stderr, flush=True)
         build_directory = None
         if os.environ.get(KERNEL_DIR_ENV):
