@@ -22,7 +22,7 @@ place), every operation is a vertical FMA across agents, and the individual's al
 broadcast scalars. Where E is a multiple of 16 (the ES default), a block is 16 episodes in two vectors: element
 (i, j) of the block is then one whole 64-byte line of W, touched once per sweep rather than as half a line by two
 blocks (1.1-1.4x over 8-episode blocks, bitwise the same per lane). ``benchmarks/fused_step.py`` measures the
-lanes and per-agent kernels side by side (1.7-1.9x for the lanes kernel at N = 20, S = 3, 1.0-1.5x at N = 64).
+lanes and per-agent kernels side by side (2.0-2.8x for the lanes kernel at N = 20, S = 3, 1.05-1.6x at N = 64).
 
 Scope: float32, no autograd (ES and evaluation run under ``torch.no_grad()``), the hebbian and linear writes (the
 mlp write stays eager), alpha 'matrix' or 'scalar', any activation of ``ACTIVATIONS``, any S >= 1 and N.

@@ -21,6 +21,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,6 @@ def available() -> bool:
 def step_rows(model, datas: list, physics: np.ndarray, rows: np.ndarray, spec: int, nstep: int, *, rne: bool,
               body: int, body_xy: np.ndarray | None, cfrc: np.ndarray | None, warned: np.ndarray) -> None:
     """Advance ``physics[rows]`` in place (see ``SOURCE``); one thread per ``MjData`` in ``datas``."""
-    import torch
-
     module = _load()[0]
     if module is None:
         raise RuntimeError(f"the batched MuJoCo stepper is unavailable: {_load()[1]}")
