@@ -15,8 +15,11 @@ for everything, the copy included; with ``--device cuda`` everything runs on the
   Next to it, a whole ``model.step`` (embedding f + plastic step + heads g, Harlow-sized inputs) on the same point.
 * **full rollout**: ``metods_evo.rollout.rollout`` of harlow and maze (env included, greedy actions, the same
   seeded episodes every call), N = 20, S = 3, the linear write of the task presets and the hebbian write,
-  P x E in (256, 1024, 4096, 16384, 65536). Agent-steps are ``RolloutResult.env_steps``, the steps actually
-  taken by live agents; the model also steps finished agents until the last episode ends ("live %").
+  P x E in (256, 1024, 4096, 16384, 65536), twice: as ES calls it (on Harlow from 2^20 elements of W, P x E >=
+  2622 at N = 20, that is the fused rollout of ``metods_evo/fused_rollout.py``, whose W stays in cache for the
+  whole episode) and as the step-by-step loop (``fuse=False``), timed blocks interleaved. Agent-steps are
+  ``RolloutResult.env_steps``, the steps actually taken by live agents; the loop also steps finished agents until
+  the last episode ends ("live %"), the fused rollout until the last episode of each block of 16 ends.
 
 Accounting (the "roofline"). One agent-step must at least read that agent's plastic state W (N x N float32) once
 and write it once: **2 x N^2 x 4 bytes per agent-step**. "GB/s" is agent-steps/s x that minimum (1 GB = 1e9 B),
@@ -57,6 +60,7 @@ from collections.abc import Callable
 
 import torch
 
+from metods_evo import fused_rollout
 from metods_evo.config import ModelConfig
 from metods_evo.models.metods import MetODS
 from metods_evo.rollout import rollout
@@ -264,7 +268,9 @@ def plastic_point(n: int, depth: int, pe: int, args: argparse.Namespace) -> dict
 
 
 def rollout_point(task_id: str, write: str, pe: int, args: argparse.Namespace) -> dict:
-    """Live agent-steps/s of one full batched rollout (env included), the same seeded episodes every call."""
+    """Live agent-steps/s of one full batched rollout (env included), the same seeded episodes every call: as ES
+    calls it (``rollout``'s default: the fused rollout where it applies) and the step-by-step loop (``fuse=False``),
+    their timed blocks interleaved so that load from other jobs hits both alike."""
     n, depth = args.rollout_n, args.rollout_depth
     dev = args.device
     task = make_task(task_id, device=dev)
@@ -273,16 +279,24 @@ def rollout_point(task_id: str, write: str, pe: int, args: argparse.Namespace) -
     agents = pop * episodes
     params = population_params(model, pop, torch.Generator().manual_seed(args.seed), dev)
 
-    def one() -> int:
-        return rollout(model, params, task, episodes, torch.Generator(dev).manual_seed(args.seed)).env_steps
+    def call(fuse: bool):
+        return rollout(model, params, task, episodes, torch.Generator(dev).manual_seed(args.seed), fuse=fuse)
 
-    first = rollout(model, params, task, episodes, torch.Generator(dev).manual_seed(args.seed))
-    loop_steps = first.rewards.shape[0]
-    rates = measure(one, args.min_seconds, args.repeats, warmup=0, device=dev)
+    def env_steps(fuse: bool) -> Callable[[], int]:
+        return lambda: call(fuse).env_steps
+
+    first, looped = call(True), call(False)
+    fused = fused_rollout.should_use(model, params, task, episodes)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(args.repeats):
+        for fuse in (True, False):
+            rates[fuse] += measure(env_steps(fuse), args.min_seconds, 1, warmup=0, device=dev)
     return {"task": task_id, "write": write, "n": n, "depth": depth, "pop": pop, "episodes": episodes,
-            "agents": agents, "w_mib": state_bytes(agents, n) / MIB, "loop_steps": loop_steps,
-            "env_steps": first.env_steps, "live_fraction": first.env_steps / (loop_steps * agents),
-            "rate": statistics.median(rates), "rates": rates}
+            "agents": agents, "w_mib": state_bytes(agents, n) / MIB, "loop_steps": looped.rewards.shape[0],
+            "env_steps": first.env_steps, "live_fraction": looped.env_steps / (looped.rewards.shape[0] * agents),
+            "fused": fused, "same_returns": float((first.returns == looped.returns).float().mean()),
+            "rate": statistics.median(rates[True]), "rates": rates[True],
+            "loop_rate": statistics.median(rates[False]), "loop_rates": rates[False]}
 
 
 def progress(line: str) -> None:
@@ -343,6 +357,7 @@ def run(args: argparse.Namespace) -> dict:
             add_fractions(row, "compiled_rate", "compiled_", bandwidth, impl=False)
     for row in rollout_rows:
         add_fractions(row, "rate", "", bandwidth, impl=False)
+        add_fractions(row, "loop_rate", "loop_", bandwidth, impl=False)
     config = vars(args) | {"device": str(args.device)}
     return {"config": config, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "device": device_name(args.device), "cpu": cpu_name(),
@@ -406,15 +421,21 @@ def print_report(res: dict) -> None:
             print(f"{r['n']:>4} {r['depth']:>2} {r['agents']:>7} | {r['plastic_rate']:>11.4g} "
                   f"{r['compiled_rate']:>11.4g} {ratio:>6.2f} {r['compiled_fraction']:>6.3f} {r['compile_s']:>9.1f}")
 
-    print("\nfull rollout (env included; agent-steps = env steps of live agents; live % = of the agents stepped)")
+    print("\nfull rollout (env included; agent-steps = env steps of live agents; live % = of the agents the loop "
+          "steps). 'rollout' = what ES runs (the fused Harlow rollout where it applies: fused = yes), 'loop' = the "
+          "step-by-step loop (fuse=False), timed interleaved; same = % of episodes with equal returns on both paths "
+          "(below 100 where float32 rounding tips a greedy choice, as between the fused and eager steps)")
     head = (f"{'task':<7} {'write':<8} {'N':>3} {'S':>2} {'P x E':>7} {'P':>5} {'E':>3} {'W MiB':>8} {'T':>4} "
-            f"{'live %':>6} | {'agent-steps/s':>13} {'GB/s':>7} {'frac':>6}")
+            f"{'live %':>6} {'fused':>5} {'same':>6} | {'rollout/s':>10} {'GB/s':>6} {'frac':>6} | {'loop/s':>10} "
+            f"{'frac':>6} | {'ratio':>5}")
     print(head)
     print("-" * len(head))
     for r in res["rollout"]:
         print(f"{r['task']:<7} {r['write']:<8} {r['n']:>3} {r['depth']:>2} {r['agents']:>7} {r['pop']:>5} "
-              f"{r['episodes']:>3} {r['w_mib']:>8.3f} {r['loop_steps']:>4} {100 * r['live_fraction']:>6.1f} | "
-              f"{r['rate']:>13.4g} {r['gb_per_s']:>7.3f} {r['fraction']:>6.3f}")
+              f"{r['episodes']:>3} {r['w_mib']:>8.3f} {r['loop_steps']:>4} {100 * r['live_fraction']:>6.1f} "
+              f"{'yes' if r['fused'] else 'no':>5} {100 * r['same_returns']:>6.2f} | {r['rate']:>10.4g} "
+              f"{r['gb_per_s']:>6.2f} {r['fraction']:>6.3f} | {r['loop_rate']:>10.4g} {r['loop_fraction']:>6.3f} | "
+              f"{r['rate'] / r['loop_rate']:>5.2f}")
 
     for s in res["skipped"]:
         what = " ".join(f"{k}={v}" for k, v in s.items() if k != "section")

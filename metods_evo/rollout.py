@@ -131,7 +131,7 @@ def first_action(task: Task, batch: tuple[int, ...], device: torch.device) -> Te
 
 def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, generator: torch.Generator, *,
             action_mode: str = "greedy", record: bool = False, trace: bool = False,
-            truncate: int = 0, compact: bool = True) -> RolloutResult:
+            truncate: int = 0, compact: bool = True, fuse: bool = True) -> RolloutResult:
     """Run ``num_episodes`` episodes for each of the P individuals in ``params``.
 
     ``record=True`` keeps log-probs, values and entropies (with autograd when enabled) and the model's
@@ -139,7 +139,14 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     every K steps (truncated BPTT). ``trace=True`` keeps per-step model states and actions for analysis.
     The model state is a dict of ``[P, E, ...]`` tensors (MetODS: the plastic weights ``W``).
     ``compact`` lets a greedy scoring rollout drop finished agents (module docstring; needs no record/trace).
+    ``fuse`` lets a greedy scoring rollout of MetODS on Harlow run as one C++ pass per block of episodes
+    (``metods_evo/fused_rollout.py``: the same result, where ``model.fused`` allows it); False: always this loop.
     """
+    if fuse and not (record or trace) and action_mode == "greedy" and not getattr(model, "stochastic", False):
+        from metods_evo import fused_rollout  # deferred: it imports this module
+
+        if fused_rollout.should_use(model, params, task, num_episodes):
+            return fused_rollout.harlow_rollout(model, params, task, num_episodes, generator)
     pop = params[model.spec.names[0]].shape[0]
     task_state, obs = task.reset(num_episodes, generator)
     task_state, obs = tile(task_state, pop), obs.repeat(pop, 1)

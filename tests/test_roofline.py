@@ -79,8 +79,11 @@ def test_rollout_rows(report):
     assert [(r["task"], r["write"], r["agents"]) for r in rows] == [("harlow", "linear", 32), ("maze", "linear", 32)]
     for r in rows:
         assert positive(r["rate"]) and all(positive(x) for x in r["rates"])
+        assert positive(r["loop_rate"]) and len(r["loop_rates"]) == len(r["rates"])
         assert 0 < r["live_fraction"] <= 1 and r["env_steps"] > 0
         assert r["fraction"] == pytest.approx(r["rate"] * 2 * r["n"] ** 2 * 4 / bw)
+        assert r["loop_fraction"] == pytest.approx(r["loop_rate"] * 2 * r["n"] ** 2 * 4 / bw)
+        assert not r["fused"] and r["same_returns"] == 1.0  # 32 agents: below the fused rollout's 'auto' size
 
 
 def test_text_report(report):

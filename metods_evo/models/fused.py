@@ -68,10 +68,12 @@ of one core once per machine, would cost more than the kernel saves. The choice 
 a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
 GRAIN_AGENTS = 16
 """Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
-KERNEL_VERSION = 7
+KERNEL_VERSION = 8
 """Part of the extension's name: bump it whenever ``SOURCE`` changes, so that no cache (torch's, or
 ``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write;
-v3: the lanes layout; v6: L v by row groups, prefetch of the next block; v7: 16-episode blocks)."""
+v3: the lanes layout; v6: L v by row groups, prefetch of the next block; v7: 16-episode blocks; v8: locals
+instead of the block's fields in the row loops, the last sweep's read and write in two loops). ``fused_rollout``
+builds on this source and carries the version in its own extension's name."""
 LANES_MAX_DEPTH = 4
 """The lanes kernel is instantiated for S = 1..4; deeper steps take the per-agent kernel."""
 WRITES = ("hebbian", "linear")
@@ -95,12 +97,20 @@ constexpr int64_t kLanes = Vec::size();
 
 enum Activation : int64_t { kTanh = 0, kRelu = 1, kSigmoid = 2, kIdentity = 3 };
 
+// The activations are forced inline into the sweeps (as calls, the 64-byte Vec2 goes through memory); the fused
+// rollout measured the same either way, within noise (benchmarks/results/cpu-2026-11-28/fused-rollout-inline-ab.txt).
+#if defined(__GNUC__)
+#define METODS_INLINE __attribute__((always_inline)) inline
+#else
+#define METODS_INLINE inline
+#endif
+
 #if defined(CPU_CAPABILITY_AVX2)
 // tanh of 8 float32 lanes, inlined (a SLEEF call costs 3x more and was a quarter of the step at N = 20): below
 // |x| = 0.625 x + x^3 P(x^2) with a degree-4 least-squares fit of (tanh(x) - x) / x^3 (Cephes' tanhf form), above
 // it 1 - 2 / (exp(2|x|) + 1) with exp by Cody-Waite reduction and a degree-7 Taylor polynomial (|x| clamped to 9,
 // where tanh rounds to 1). Within 1.4 ulp of tanh on [-12, 12] (checked against double); NaN stays NaN.
-inline Vec fast_tanh(const Vec& xv) {
+METODS_INLINE Vec fast_tanh(const Vec& xv) {
   const __m256 x = xv, sign_bit = _mm256_set1_ps(-0.f), one = _mm256_set1_ps(1.f);
   const __m256 ax = _mm256_min_ps(_mm256_set1_ps(9.f), _mm256_andnot_ps(sign_bit, x));  // NaN passes through
   const __m256 z = _mm256_mul_ps(ax, ax);
@@ -134,7 +144,7 @@ inline Vec fast_tanh(const Vec& xv) {
 inline Vec fast_tanh(const Vec& x) { return x.tanh(); }
 #endif
 
-inline Vec activate(const Vec& x, int64_t activation) {
+METODS_INLINE Vec activate(const Vec& x, int64_t activation) {
   switch (activation) {
     case kTanh: return fast_tanh(x);
     case kRelu: return at::vec::clamp_min(x, Vec(0.f));
@@ -446,7 +456,7 @@ inline Vec vclamp(const Vec& x, const Vec& lo, const Vec& hi) { return at::vec::
 inline Vec2 vclamp(const Vec2& x, const Vec2& lo, const Vec2& hi) {
   return {at::vec::clamp(x.lo, lo.lo, hi.lo), at::vec::clamp(x.hi, lo.hi, hi.hi)};
 }
-inline Vec2 activate(const Vec2& x, int64_t code) { return {activate(x.lo, code), activate(x.hi, code)}; }
+METODS_INLINE Vec2 activate(const Vec2& x, int64_t code) { return {activate(x.lo, code), activate(x.hi, code)}; }
 
 // What one block's sweeps share: kW episodes of one individual.
 struct LanesBlock {
@@ -460,14 +470,71 @@ struct LanesBlock {
   const float* next_w; const float* next_w_out;  // the next block's W and W_t (nullptr: none), to prefetch
 };
 
+// Row i of sweep kSweep: its read, on the last sweep its row of W_t, then v_s[i]. Every pointer and scalar is read
+// into a local first (the stores to W_t could alias the block's fields, which would reload them at every j), and
+// the last sweep reads in one loop over j and writes in a second: together they would hold more vectors than there
+// are registers (spilled at every j). Neither changes the arithmetic: each sum keeps its order. (Two rows at a time,
+// sharing the loads of v_{s-1}[j] and z_k[j], measured the same.)
+template <typename V, int kS, int kSweep, bool kMatrix, bool kClip>
+inline void lanes_row(const LanesBlock& b, int64_t i, const float* vp, float* vs) {
+  constexpr int64_t kW = V::size();
+  constexpr int kTerms = kSweep - 1, kT = kTerms > 0 ? kTerms : 1;
+  const int64_t n = b.n, e = b.e;
+  const float* const w_row = b.w + i * n * e;
+  const float* const a_row = kMatrix ? b.alpha + i * n : nullptr;
+  const float* const z = b.z;
+  const float* const v = b.v;
+  const float* const next_w = b.next_w;
+  const V alpha_scalar(b.alpha_scalar);
+  V acc_w(0.f), acc_k[kT];
+  for (int k = 0; k < kTerms; ++k) acc_k[k] = V(0.f);
+  for (int64_t j = 0; j < n; ++j) {
+    // S >= 2: prefetch the next block's W (on sweep 2, which reads only cached data) and W_t lines (on the last
+    // sweep), so that DRAM works while this block computes: +15-25 % at S = 3. S = 1 is bound by DRAM alone
+    // and the prefetches only cost it (-5 %), measured side by side.
+    if constexpr (kS >= 2 && kSweep == 2)
+      if (next_w != nullptr) __builtin_prefetch(next_w + i * n * e + j * e, 0, 3);
+    acc_w = vfmadd(V::loadu(w_row + j * e), V::loadu(vp + j * kW), acc_w);
+    if constexpr (kTerms > 0) {
+      const V a = kMatrix ? V(a_row[j]) : alpha_scalar;
+      for (int k = 0; k < kTerms; ++k) acc_k[k] = vfmadd(a, V::loadu(z + (k * n + j) * kW), acc_k[k]);
+    }
+  }
+  if constexpr (kSweep == kS) {  // row i of W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k)
+    const float* const u = b.u;
+    const float* const next_w_out = b.next_w_out;
+    float* const out_row = b.w_out + i * n * e;
+    const V c_write(b.c[kS]), lo(-b.bound), hi(b.bound);
+    V cw[kS];
+    for (int k = 0; k < kS; ++k) cw[k] = V(b.d[kS * kS + k]) * V::loadu(v + (k * n + i) * kW);
+    for (int64_t j = 0; j < n; ++j) {
+      if constexpr (kS >= 2)
+        if (next_w_out != nullptr) __builtin_prefetch(next_w_out + i * n * e + j * e, 1, 3);
+      const V a = kMatrix ? V(a_row[j]) : alpha_scalar;
+      V outer = cw[0] * V::loadu(u + j * kW);
+      for (int k = 1; k < kS; ++k) outer = vfmadd(cw[k], V::loadu(u + (k * n + j) * kW), outer);
+      V w_new = vfmadd(V::loadu(w_row + j * e), c_write, outer * a);
+      if constexpr (kClip) w_new = vclamp(w_new, lo, hi);
+      w_new.store(out_row + j * e);
+    }
+  }
+  V read = V(b.c[kSweep - 1]) * acc_w;
+  for (int k = 0; k < kTerms; ++k)
+    read = vfmadd(V(b.d[(kSweep - 1) * kS + k]) * V::loadu(v + (k * n + i) * kW), acc_k[k], read);
+  // v_s = kappa_s^s sigma(read) + sum_l kappa_s^l v_l, in the eager step's order
+  const float* ks = b.kappa + (kSweep - 1) * (kSweep + 2) / 2;
+  V x = V(ks[kSweep]) * activate(read, b.activation);
+  for (int l = 0; l < kSweep; ++l) x = x + V(ks[l]) * V::loadu(v + (l * n + i) * kW);
+  x.store(vs + i * kW);
+}
+
 // Sweep kSweep (1..kS) of one block; on the last sweep it also writes W_t. Compile-time S and sweep: every loop
 // over k is unrolled and the per-row coefficients and accumulators live in registers.
 template <typename V, int kS, int kSweep, bool kMatrix>
 void lanes_sweep(const LanesBlock& b) {
   constexpr int64_t kW = V::size();
   constexpr int kTerms = kSweep - 1;
-  constexpr bool kLast = kSweep == kS;
-  const int64_t n = b.n, e = b.e;
+  const int64_t n = b.n;
   const float* vp = b.v + (kSweep - 1) * n * kW;
   if (b.write_l != nullptr) {  // u_{s-1} = L v_{s-1}, 4 rows at a time (4 chains, one load of v_j per 4 FMAs)
     float* us = b.u + (kSweep - 1) * n * kW;
@@ -497,48 +564,11 @@ void lanes_sweep(const LanesBlock& b) {
   for (int k = 0; k < kTerms; ++k)
     for (int64_t j = 0; j < n; ++j)
       (V::loadu(b.u + (k * n + j) * kW) * V::loadu(vp + j * kW)).store(b.z + (k * n + j) * kW);
-  const V c_read(b.c[kSweep - 1]), c_write(b.c[kS]), lo(-b.bound), hi(b.bound), alpha_scalar(b.alpha_scalar);
-  const bool clip = b.bound > 0.f;
-  const float* ks = b.kappa + (kSweep - 1) * (kSweep + 2) / 2;
   float* vs = b.v + kSweep * n * kW;
-  for (int64_t i = 0; i < n; ++i) {
-    V cr[kTerms > 0 ? kTerms : 1], acc_k[kTerms > 0 ? kTerms : 1], cw[kS];
-    for (int k = 0; k < kTerms; ++k) {
-      cr[k] = V(b.d[(kSweep - 1) * kS + k]) * V::loadu(b.v + (k * n + i) * kW);
-      acc_k[k] = V(0.f);
-    }
-    if constexpr (kLast)
-      for (int k = 0; k < kS; ++k) cw[k] = V(b.d[kS * kS + k]) * V::loadu(b.v + (k * n + i) * kW);
-    V acc_w(0.f);
-    const float* a_row = kMatrix ? b.alpha + i * n : nullptr;
-    const float* w_row = b.w + i * n * e;
-    float* out_row = b.w_out + i * n * e;
-    for (int64_t j = 0; j < n; ++j) {
-      // S >= 2: prefetch the next block's W (on sweep 2, which reads only cached data) and W_t lines (on the last
-      // sweep), so that DRAM works while this block computes: +15-25 % at S = 3. S = 1 is bound by DRAM alone
-      // and the prefetches only cost it (-5 %), measured side by side.
-      if constexpr (kS >= 2 && kSweep == 2)
-        if (b.next_w != nullptr) __builtin_prefetch(b.next_w + i * n * e + j * e, 0, 3);
-      if constexpr (kS >= 2 && kLast)
-        if (b.next_w_out != nullptr) __builtin_prefetch(b.next_w_out + i * n * e + j * e, 1, 3);
-      const V w0 = V::loadu(w_row + j * e);
-      acc_w = vfmadd(w0, V::loadu(vp + j * kW), acc_w);
-      const V a = kMatrix ? V(a_row[j]) : alpha_scalar;
-      for (int k = 0; k < kTerms; ++k) acc_k[k] = vfmadd(a, V::loadu(b.z + (k * n + j) * kW), acc_k[k]);
-      if constexpr (kLast) {  // W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k)
-        V outer = cw[0] * V::loadu(b.u + j * kW);
-        for (int k = 1; k < kS; ++k) outer = vfmadd(cw[k], V::loadu(b.u + (k * n + j) * kW), outer);
-        V w_new = vfmadd(w0, c_write, outer * a);
-        if (clip) w_new = vclamp(w_new, lo, hi);
-        w_new.store(out_row + j * e);
-      }
-    }
-    V read = c_read * acc_w;
-    for (int k = 0; k < kTerms; ++k) read = vfmadd(cr[k], acc_k[k], read);
-    // v_s = kappa_s^s sigma(read) + sum_l kappa_s^l v_l, in the eager step's order
-    V x = V(ks[kSweep]) * activate(read, b.activation);
-    for (int l = 0; l < kSweep; ++l) x = x + V(ks[l]) * V::loadu(b.v + (l * n + i) * kW);
-    x.store(vs + i * kW);
+  if (b.bound > 0.f) {
+    for (int64_t i = 0; i < n; ++i) lanes_row<V, kS, kSweep, kMatrix, true>(b, i, vp, vs);
+  } else {
+    for (int64_t i = 0; i < n; ++i) lanes_row<V, kS, kSweep, kMatrix, false>(b, i, vp, vs);
   }
   if constexpr (kSweep < kS) lanes_sweep<V, kS, kSweep + 1, kMatrix>(b);
 }
@@ -750,30 +780,36 @@ def _compile_flags() -> tuple[str, list[str]]:
     return "default", flags + ["-DCPU_CAPABILITY=DEFAULT"]
 
 
-@functools.lru_cache(maxsize=1)
-def _load() -> tuple[object | None, str]:
-    """(the compiled module, "") or (None, why not). Compiles at most once per process; cached on disk."""
+def compile_extension(prefix: str, source: str, functions: list[str]) -> tuple[object | None, str]:
+    """(the module ``{prefix}_{isa}`` compiled from ``source``, "") or (None, why not): built once per machine by
+    ``load_inline`` (about a minute of one core) and loaded from the cache (torch's, or ``METODS_EVO_KERNEL_DIR``)
+    afterwards. ``prefix`` must carry a version that changes with ``source``."""
     try:
         from torch.utils.cpp_extension import load_inline
 
         tag, flags = _compile_flags()
-        name = f"metods_evo_fused_v{KERNEL_VERSION}_{tag}"
+        name = f"{prefix}_{tag}"
         build_directory = None
         if os.environ.get(KERNEL_DIR_ENV):
             build_directory = os.path.join(os.environ[KERNEL_DIR_ENV], name)
             os.makedirs(build_directory, exist_ok=True)
         print(f"metods-evo: loading the fused CPU kernel {name} (compiled once per machine, about a minute the "
               "first time)", file=sys.stderr, flush=True)
-        module = load_inline(name=name, cpp_sources=[SOURCE], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                             functions=["plastic_step", "plastic_step_lanes", "lanes", "empty_output",
-                                        "clear_buffer_pool"],
-                             build_directory=build_directory, verbose=False)
+        module = load_inline(name=name, cpp_sources=[source], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                             functions=functions, build_directory=build_directory, verbose=False)
         return module, ""
     except Exception as error:  # no compiler, no OpenMP, read-only cache, ...: the eager path serves
         lines = str(error).strip().splitlines()
         reason = f"{type(error).__name__}: {lines[-1] if lines else ''}"
-        log.warning("fused MetODS kernel unavailable, using the eager plastic_step (%s)", reason)
+        log.warning("fused kernel %s unavailable, using the eager path (%s)", prefix, reason)
         return None, reason
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[object | None, str]:
+    """(the compiled module, "") or (None, why not). Compiles at most once per process; cached on disk."""
+    return compile_extension(f"metods_evo_fused_v{KERNEL_VERSION}", SOURCE,
+                             ["plastic_step", "plastic_step_lanes", "lanes", "empty_output", "clear_buffer_pool"])
 
 
 def fused_available() -> bool:

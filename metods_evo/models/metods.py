@@ -93,19 +93,23 @@ class MetODS:
             values["log_std"] = torch.full_like(values["log_std"], -0.5)
         return self.spec.flatten({k: v.unsqueeze(0) for k, v in values.items()})[0]
 
+    def initial_weights(self, params: dict[str, Tensor], num_agents: int,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """W0 before it is broadcast to ``[P, E, N, N]``: ``[P, 1, N, N]`` (learnt: one per individual),
+        ``[1, E, N, N]`` (random: the same E draws for every individual) or ``[1, 1, N, N]`` (zero)."""
+        n, ref = self.cfg.n, params["f_b"]
+        if self.cfg.w0 == "learnt":
+            return params["w0"].unsqueeze(1)
+        if self.cfg.w0 == "random":
+            w = torch.randn(num_agents, n, n, generator=generator, device=ref.device, dtype=ref.dtype) * self.cfg.w0_std
+            return w.unsqueeze(0)
+        return ref.new_zeros(1, 1, n, n)
+
     def initial_state(self, params: dict[str, Tensor], num_agents: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Plastic state at episode start: ``{"W": [P, E, N, N]}``."""
         p, n = params["f_b"].shape[0], self.cfg.n
-        ref = params["f_b"]
-        if self.cfg.w0 == "learnt":
-            w = params["w0"].unsqueeze(1).expand(p, num_agents, n, n).clone()
-        elif self.cfg.w0 == "random":
-            w = torch.randn(num_agents, n, n, generator=generator, device=ref.device, dtype=ref.dtype) * self.cfg.w0_std
-            w = w.unsqueeze(0).expand(p, num_agents, n, n).clone()  # the same W0 draws for every individual
-        else:
-            w = ref.new_zeros(p, num_agents, n, n)
-        return {"W": w}
+        return {"W": self.initial_weights(params, num_agents, generator).expand(p, num_agents, n, n).clone()}
 
     def replay_state(self, params: dict[str, Tensor], state0: dict[str, Tensor]) -> dict[str, Tensor]:
         """The start state of recorded episodes (``state0``, their ``initial_state``) under ``params``, for
