@@ -346,17 +346,9 @@ def should_use(model, params: dict[str, Tensor], task, num_episodes: int) -> boo
     """``rollout``'s dispatch, by ``model.cfg.fused`` as the fused step's: 'off' never; 'auto' where ``supported``
     and W (P x E x N x N) has at least ``fused.AUTO_MIN_ELEMENTS`` elements; 'any-size' wherever supported; all of
     them only where the kernel compiles ('on' raises where it does not)."""
-    mode = getattr(model.cfg, "fused", "auto")
-    if mode == "off" or not supported(model, params, task, num_episodes):
-        return False
-    pop, n = params[model.spec.names[0]].shape[0], model.cfg.n
-    if mode == "auto" and pop * num_episodes * n * n < fused.AUTO_MIN_ELEMENTS:
-        return False
-    if available():
-        return True
-    if mode == "on":
-        raise RuntimeError(f"model.fused = 'on', but the rollout kernel is unavailable: {_load()[1]}")
-    return False
+    elements = params[model.spec.names[0]].shape[0] * num_episodes * model.cfg.n ** 2
+    return fused.mode_allows(model, lambda: supported(model, params, task, num_episodes), elements, _load,
+                             "rollout kernel")
 
 
 def harlow_rollout(model: MetODS, params: dict[str, Tensor], task: HarlowTask, num_episodes: int,

@@ -45,6 +45,7 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -847,17 +848,26 @@ def should_fuse(model: MetODS, params: dict[str, Tensor], w: Tensor, v0: Tensor)
     kernel compiles; 'any-size' where ``fused_supported`` and the kernel compiles; 'on' wherever
     ``fused_supported``, raising if the kernel does not compile. Steps with autograd, other dtypes or devices and
     the mlp write always take the eager path."""
+    return mode_allows(model, lambda: fused_supported(model, params, w, v0), w.numel(), _load, "fused kernel")
+
+
+def mode_allows(model, supported: Callable[[], bool], elements: int,
+                load: Callable[[], tuple[object | None, str]], what: str) -> bool:
+    """The ``model.fused`` rule that the fused step and the fused rollout share: 'off' never; 'auto' where
+    ``supported()`` and W has >= ``AUTO_MIN_ELEMENTS`` ``elements``; 'any-size' where ``supported()``; all of them
+    only where ``load()`` gives a module, except 'on', which raises where it does not."""
     mode = getattr(model.cfg, "fused", "auto")
     if mode not in MODES:
         raise ValueError(f"model.fused must be one of {', '.join(MODES)}, not {mode!r}")
-    if mode == "off" or not fused_supported(model, params, w, v0):
+    if mode == "off" or not supported():
         return False
-    if mode == "auto" and w.numel() < AUTO_MIN_ELEMENTS:
+    if mode == "auto" and elements < AUTO_MIN_ELEMENTS:
         return False
-    if fused_available():
+    module, reason = load()
+    if module is not None:
         return True
     if mode == "on":
-        raise RuntimeError(f"model.fused = 'on', but the fused kernel is unavailable: {unavailable_reason()}")
+        raise RuntimeError(f"model.fused = 'on', but the {what} is unavailable: {reason}")
     return False
 
 
