@@ -69,12 +69,12 @@ of one core once per machine, would cost more than the kernel saves. The choice 
 a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
 GRAIN_AGENTS = 16
 """Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
-KERNEL_VERSION = 8
+KERNEL_VERSION = 9
 """Part of the extension's name: bump it whenever ``SOURCE`` changes, so that no cache (torch's, or
 ``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write;
 v3: the lanes layout; v6: L v by row groups, prefetch of the next block; v7: 16-episode blocks; v8: locals
-instead of the block's fields in the row loops, the last sweep's read and write in two loops). ``fused_rollout``
-builds on this source and carries the version in its own extension's name."""
+instead of the block's fields in the row loops, the last sweep's read and write in two loops; v9: a corrected
+comment). ``fused_rollout`` builds on this source and carries the version in its own extension's name."""
 LANES_MAX_DEPTH = 4
 """The lanes kernel is instantiated for S = 1..4; deeper steps take the per-agent kernel."""
 WRITES = ("hebbian", "linear")
@@ -98,8 +98,8 @@ constexpr int64_t kLanes = Vec::size();
 
 enum Activation : int64_t { kTanh = 0, kRelu = 1, kSigmoid = 2, kIdentity = 3 };
 
-// The activations are forced inline into the sweeps (as calls, the 64-byte Vec2 goes through memory); the fused
-// rollout measured the same either way, within noise (benchmarks/results/cpu-2026-11-28/fused-rollout-inline-ab.txt).
+// The activations are forced inline into the sweeps (as calls, the 64-byte Vec2 goes through memory): the fused
+// rollout runs 2-4 % faster, 1 thread (benchmarks/results/cpu-2026-11-28/fused-rollout-dense-inline-ab.txt).
 #if defined(__GNUC__)
 #define METODS_INLINE __attribute__((always_inline)) inline
 #else
