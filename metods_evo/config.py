@@ -46,6 +46,8 @@ class ModelConfig:
     """|W| is clipped to this after every write, so plastic weights cannot blow up; 0 disables."""
     embed_hidden: int = 0
     """Hidden units of the input embedding f (0: one linear layer + sigma)."""
+    readout_hidden: int = 0
+    """Hidden units of the read-out g (0: policy and value linear in v_S; else both read sigma(G v_S + b))."""
     action_reward_inputs: bool = False
     """Also feed f the product prev_action * prev_reward (per action), so "which choice paid what" is a
     linear feature instead of an XOR that f would have to learn."""
@@ -373,8 +375,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"PGPE samples symmetric pairs: es.popsize must be even (got {cfg.es.popsize})")
     if cfg.es.num_actors < 0:
         raise ConfigError("es.num_actors must be >= 0")
-    if cfg.model.embed_hidden < 0 or cfg.model.write_hidden < 1:
-        raise ConfigError("model.embed_hidden must be >= 0 and model.write_hidden >= 1")
+    if cfg.model.embed_hidden < 0 or cfg.model.readout_hidden < 0 or cfg.model.write_hidden < 1:
+        raise ConfigError("model.embed_hidden and model.readout_hidden must be >= 0, model.write_hidden >= 1")
     if cfg.model.maml_adapt_steps < 1 or cfg.model.maml_inner_steps < 1 or cfg.model.maml_inner_lr < 0:
         raise ConfigError("model.maml_adapt_steps and model.maml_inner_steps must be >= 1, model.maml_inner_lr >= 0")
     if not 0 < cfg.es.parenthood_ratio <= 1 or cfg.es.stdev_max_change <= 0:

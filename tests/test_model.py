@@ -43,7 +43,8 @@ def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: in
         v.append(v_s)
         ws.append(w_s)
     w_t = ws[-1].clamp(-cfg.plastic_bound, cfg.plastic_bound) if cfg.plastic_bound > 0 else ws[-1]
-    return p["policy_w"] @ v[-1] + p["policy_b"], (p["value_w"] @ v[-1] + p["value_b"])[0], w_t
+    g_in = sigma(p["g_hidden_w"] @ v[-1] + p["g_hidden_b"]) if "g_hidden_w" in p else v[-1]
+    return p["policy_w"] @ g_in + p["policy_b"], (p["value_w"] @ g_in + p["value_b"])[0], w_t
 
 
 VARIANTS = [dict(depth=d, alpha=a, write=wr) for d, a, wr in
@@ -58,6 +59,7 @@ def random_theta(model: MetODS, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"S{v['depth']}-{v['alpha']}-{v['write']}")
 def test_batched_step_matches_reference(variant):
     cfg = ModelConfig(n=6, plastic_bound=1.5, embed_hidden=3 if variant["depth"] == 2 else 0,
+                      readout_hidden=4 if variant["depth"] in (1, 3) else 0,
                       action_reward_inputs=variant["depth"] == 3, **variant)
     model = MetODS(cfg, obs_dim=5, num_actions=3)
     pop, agents, steps = 3, 4, 4

@@ -59,8 +59,10 @@ class MetODS:
         elif cfg.write == "mlp":
             shapes |= {"write_h_w": (cfg.write_hidden, n), "write_h_b": (cfg.write_hidden,),
                        "write_o_w": (n, cfg.write_hidden), "write_o_b": (n,)}
-        out = num_actions or action_dim
-        shapes |= {"policy_w": (out, n), "policy_b": (out,), "value_w": (1, n), "value_b": (1,)}
+        out, g_in = num_actions or action_dim, cfg.readout_hidden or n
+        if cfg.readout_hidden:
+            shapes |= {"g_hidden_w": (cfg.readout_hidden, n), "g_hidden_b": (cfg.readout_hidden,)}
+        shapes |= {"policy_w": (out, g_in), "policy_b": (out,), "value_w": (1, g_in), "value_b": (1,)}
         if action_dim:
             shapes |= {"log_std": (action_dim,)}
         self.spec = ParamSpec(tuple(shapes), tuple(shapes.values()))
@@ -198,6 +200,8 @@ class MetODS:
 
     def heads(self, params: dict[str, Tensor], v: Tensor) -> tuple[Tensor, Tensor]:
         """g: policy output (logits or Gaussian mean, ``[P, E, A]``) and value ``[P, E]``."""
+        if "g_hidden_w" in params:  # model.readout_hidden: one shared hidden layer before both heads
+            v = self.sigma(_linear(v, params["g_hidden_w"], params["g_hidden_b"]))
         value = _linear(v, params["value_w"], params["value_b"])[..., 0]
         return _linear(v, params["policy_w"], params["policy_b"]), value
 
