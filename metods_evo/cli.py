@@ -297,7 +297,7 @@ def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, p
 @click.option("--task", default="maze", show_default=True, help="Registered task id (see `metods-evo tasks`).")
 @click.option("--variants", default=None,
               help="Comma-separated model variants. [default: every variant that differs from the task's defaults: "
-                   "depth-1, scalar-alpha, write-hebbian|linear|mlp, w0-zero|learnt|random, plus 'metods' itself]")
+                   "depth-1|2|3, scalar-alpha, write-hebbian|linear|mlp, w0-zero|learnt|random, plus 'metods' itself]")
 @click.option("--optimizer", default="ppo", show_default=True, help="Meta-optimizer of every run.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per variant.")
 @click.option("--budget-steps", type=click.IntRange(min=1), default=10_000_000, show_default=True,

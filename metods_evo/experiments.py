@@ -51,6 +51,8 @@ PER_RUN_KEYS = ("seed", "budget_steps")
 ABLATIONS: dict[str, dict[str, str]] = {
     "metods": {},
     "depth-1": {"model.depth": "1"},
+    "depth-2": {"model.depth": "2"},
+    "depth-3": {"model.depth": "3"},
     "scalar-alpha": {"model.alpha": "scalar"},
     "write-hebbian": {"model.write": "hebbian"},
     "write-linear": {"model.write": "linear"},

@@ -280,9 +280,12 @@ def test_ablate_defaults_and_bad_variants():
 
     maze = [arm.label for arm in ablation_arms("maze", "ppo", None)]
     assert maze[0] == "metods" and "write-linear" not in maze and "w0-zero" not in maze  # maze's own defaults
-    assert {"depth-1", "scalar-alpha", "write-hebbian", "write-mlp", "w0-learnt", "w0-random"} <= set(maze)
+    assert "depth-3" not in maze  # the maze preset has S = 3
+    assert {"depth-1", "depth-2", "scalar-alpha", "write-hebbian", "write-mlp", "w0-learnt", "w0-random"} <= set(maze)
+    shallow = [arm.label for arm in ablation_arms("maze", "ppo", None, {"model.depth": 1})]  # a base with S = 1
+    assert "depth-1" not in shallow and {"depth-2", "depth-3"} <= set(shallow)
     with pytest.raises(ConfigError, match="unknown variant"):
-        ablation_arms("maze", "ppo", ["depth-2"])
+        ablation_arms("maze", "ppo", ["depth-5"])
     with pytest.raises(ConfigError, match="default model"):
         ablation_arms("maze", "ppo", ["write-linear"])
     result = CliRunner().invoke(main, ["ablate", "--task", "maze", "--variants", "nope", "--budget-steps", "10"])
