@@ -12,6 +12,7 @@ from metods_evo.models import fused
 from metods_evo import fused_rollout
 mujoco_batch._load(); fused._load(); fused_rollout._load()
 """
+_WARM = pytest.StashKey[subprocess.Popen]()  # the background build, for pytest_sessionfinish to wait on
 
 
 def pytest_sessionstart(session):
@@ -26,8 +27,6 @@ def pytest_sessionfinish(session):
     if process is not None:
         process.wait()  # never kill it mid-build: torch's lock file would stay, and later builds would wait on it
 
-
-_WARM = pytest.StashKey[subprocess.Popen]()
 
 
 @pytest.fixture(autouse=True)
