@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from metods_evo.config import ConfigError, RunConfig, make_config
+from metods_evo.models import MODELS, config_fields
 from metods_evo.runs import CONFIG, EVAL, RunDir, RunError, atomic_write_bytes
 from metods_evo.tasks import TASKS
 
@@ -243,9 +244,15 @@ OPTIMIZER_SECTIONS = ("es", "a2c", "ppo", "hybrid")
 
 
 def _relevant(cfg: RunConfig) -> dict[str, Any]:
+    """The parts of ``cfg`` that can change the run: its optimizer's sections and its model kind's fields (so that
+    a finished RL2 run stays valid when the task's MetODS preset changes)."""
     data = json.loads(cfg.to_json())
     used = USED_SECTIONS.get(cfg.optimizer, OPTIMIZER_SECTIONS)
-    return {k: v for k, v in data.items() if k not in OPTIMIZER_SECTIONS or k in used}
+    data = {k: v for k, v in data.items() if k not in OPTIMIZER_SECTIONS or k in used}
+    fields = config_fields(cfg.model.kind) if cfg.model.kind in MODELS else None
+    if fields is not None:
+        data["model"] = {k: v for k, v in data["model"].items() if k == "kind" or k in fields}
+    return data
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -279,11 +279,11 @@ def test_ablate_defaults_and_bad_variants():
     from metods_evo.experiments import ablation_arms
 
     maze = [arm.label for arm in ablation_arms("maze", "ppo", None)]
-    assert maze[0] == "metods" and "write-linear" not in maze and "w0-zero" not in maze  # maze's own defaults
-    assert "depth-3" not in maze  # the maze preset has S = 3
-    assert {"depth-1", "depth-2", "scalar-alpha", "write-hebbian", "write-mlp", "w0-learnt", "w0-random"} <= set(maze)
-    shallow = [arm.label for arm in ablation_arms("maze", "ppo", None, {"model.depth": 1})]  # a base with S = 1
-    assert "depth-1" not in shallow and {"depth-2", "depth-3"} <= set(shallow)
+    assert maze[0] == "metods" and "write-linear" not in maze and "w0-learnt" not in maze  # maze's own defaults
+    assert "depth-1" not in maze  # the maze preset has S = 1
+    assert {"depth-2", "depth-3", "scalar-alpha", "write-hebbian", "write-mlp", "w0-zero", "w0-random"} <= set(maze)
+    deep = [arm.label for arm in ablation_arms("maze", "ppo", None, {"model.depth": 3})]  # a base with S = 3
+    assert "depth-3" not in deep and {"depth-1", "depth-2"} <= set(deep)
     with pytest.raises(ConfigError, match="unknown variant"):
         ablation_arms("maze", "ppo", ["depth-5"])
     with pytest.raises(ConfigError, match="default model"):

@@ -26,7 +26,8 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     assert table in printed + "\n" or table.splitlines()[2] in printed
     rows = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
             for line in (out / "table.csv").read_text().splitlines()[1:]}
-    assert list(rows) == ["metods", "metods-s1", "metods-s1-n48", "rl2", "maml", "random"]
+    assert list(rows) == ["metods", "metods-s3-n24", "metods-s1-n24", "metods-s1-n48", "metods-s1-n48-w0",
+                          "rl2", "maml", "random"]
     for agent, values in rows.items():
         cfg = RunDir.open(out / agent / "seed0").config()
         assert cfg.model.kind == agent.split("-")[0]
@@ -35,12 +36,15 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
         for i, column in enumerate(exp.columns):  # one seed: the pooled mean and std are that run's
             stats = reports[column.setting]["metrics"][column.metric]
             assert values[2 * i] == pytest.approx(stats["mean"]) and values[2 * i + 1] == pytest.approx(stats["std"])
-        paper = exp.paper.get(agent, ("–",) * len(exp.columns))  # metods-s1 is not a row of the paper's
+        paper = exp.paper.get(agent, ("–",) * len(exp.columns))  # metods-s1-n24 is not a row of the paper's
         assert f"| {agent} | " in table and f" / {paper[2]} |" in table  # the paper's cumulative reward beside ours
     assert RunDir.open(out / "maml" / "seed0").config().model.maml_adapt_steps == 50
-    assert RunDir.open(out / "metods-s1" / "seed0").config().model.depth == 1
-    wide = RunDir.open(out / "metods-s1-n48" / "seed0").config().model
-    assert (wide.depth, wide.n, wide.embed_hidden) == (1, 48, 64)
+    # every MetODS arm is what its label says, whatever the maze preset (quick runs shrink only the preset's N)
+    pinned = {"metods": (1, 8, 64, "learnt"), "metods-s3-n24": (3, 24, 0, "zero"), "metods-s1-n24": (1, 24, 0, "zero"),
+              "metods-s1-n48": (1, 48, 64, "zero"), "metods-s1-n48-w0": (1, 48, 64, "learnt")}
+    for agent, expected in pinned.items():  # (S, N, f's hidden units, W0)
+        model = RunDir.open(out / agent / "seed0").config().model
+        assert (model.depth, model.n, model.embed_hidden, model.w0) == expected, agent
     assert RunDir.open(out / "random" / "seed0").config().budget_steps == 1  # nothing to train
     for name in ("training.md", "training.csv", "COMMAND.md"):
         assert (out / name).is_file()

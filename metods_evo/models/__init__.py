@@ -28,13 +28,22 @@ def register_model(kind: str, entry_point: str) -> None:
     MODELS[kind] = entry_point
 
 
+def model_class(kind: str) -> type:
+    """The class registered as ``kind`` (imported on first use)."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model.kind {kind!r}; choose from {', '.join(sorted(MODELS))}")
+    module_name, class_name = MODELS[kind].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def config_fields(kind: str) -> tuple[str, ...] | None:
+    """The ``ModelConfig`` fields model ``kind`` reads besides ``kind`` (None: it does not say, so all of them)."""
+    return getattr(model_class(kind), "config_fields", None)
+
+
 def build_model(cfg: RunConfig, task):
     """The model ``cfg.model.kind`` sized for ``task`` (observation, discrete actions or continuous action size)."""
-    if cfg.model.kind not in MODELS:
-        raise ValueError(f"unknown model.kind {cfg.model.kind!r}; choose from {', '.join(sorted(MODELS))}")
-    module_name, class_name = MODELS[cfg.model.kind].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(cfg.model, task.obs_dim, task.num_actions, task.action_dim)
+    return model_class(cfg.model.kind)(cfg.model, task.obs_dim, task.num_actions, task.action_dim)
 
 
 register_model("metods", "metods_evo.models.metods:MetODS")
@@ -42,4 +51,4 @@ register_model("rl2", "metods_evo.models.rl2:RL2")
 register_model("maml", "metods_evo.models.maml:MAML")
 register_model("random", "metods_evo.models.baselines:RandomPolicy")
 
-__all__ = ["MODELS", "MetODS", "build_model", "register_model"]
+__all__ = ["MODELS", "MetODS", "build_model", "config_fields", "model_class", "register_model"]

@@ -63,6 +63,8 @@ ADAPTED = ("hidden1_w", "hidden1_b", "hidden2_w", "hidden2_b", "policy_w", "poli
 class MAML:
     """Stateless MLP policy with within-episode gradient adaptation: weights in ``params``, memory in ``state``."""
 
+    config_fields = ("hidden", "maml_adapt_steps", "maml_inner_steps", "maml_inner_lr", "maml_first_order")
+
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
             raise ValueError("give exactly one of num_actions (discrete) or action_dim (continuous)")

@@ -38,6 +38,11 @@ def coefficient_offset(s: int) -> int:
 class MetODS:
     """Stateless model: all weights come in as ``params`` (from ``spec.unflatten``), state in and out."""
 
+    # The ModelConfig fields it reads (besides kind): a finished run of another model kind stays comparable when
+    # these defaults change (experiments.plan_runs), and the other kinds' fields cannot change this one.
+    config_fields = ("n", "depth", "activation", "alpha", "write", "write_hidden", "w0", "w0_std", "plastic_bound",
+                     "embed_hidden", "readout_hidden", "action_reward_inputs", "fused")
+
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
             raise ValueError("give exactly one of num_actions (discrete) or action_dim (continuous)")

@@ -35,6 +35,8 @@ an LSTM's forget-gate bias of 1) and gradients through the episode do not vanish
 class RL2:
     """Stateless GRU policy: all weights come in as ``params`` (from ``spec.unflatten``), state in and out."""
 
+    config_fields = ("hidden",)  # the ModelConfig fields it reads (besides kind)
+
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
             raise ValueError("give exactly one of num_actions (discrete) or action_dim (continuous)")

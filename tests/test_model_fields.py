@@ -1,0 +1,59 @@
+"""Each model kind's declared ``config_fields``: the ModelConfig fields it does not list really cannot change it, so
+``experiments.plan_runs`` may ignore them when it checks that a finished run matches its planned config."""
+
+from dataclasses import fields, replace
+
+import pytest
+import torch
+
+from metods_evo.config import ModelConfig, RunConfig
+from metods_evo.experiments import _differences, _relevant
+from metods_evo.models import MODELS, config_fields, model_class
+from metods_evo.rollout import rollout
+from metods_evo.tasks import make_task
+
+# A small base config (every kind builds from it) and another valid value for every ModelConfig field.
+BASE = dict(n=6, depth=2, write="linear", hidden=8, maml_adapt_steps=2)
+OTHER = dict(n=5, depth=1, activation="relu", alpha="scalar", write="mlp", write_hidden=4, w0="random", w0_std=0.3,
+             plastic_bound=2.0, embed_hidden=4, readout_hidden=4, action_reward_inputs=True, fused="off", hidden=5,
+             maml_adapt_steps=3, maml_inner_steps=2, maml_inner_lr=0.3, maml_first_order=True)
+
+
+def test_every_field_has_another_value_and_every_declared_field_exists():
+    names = {f.name for f in fields(ModelConfig)} - {"kind"}
+    assert set(OTHER) == names, "give OTHER a second value for each new ModelConfig field"
+    for kind in MODELS:
+        declared = config_fields(kind)
+        assert declared is not None, f"{kind} should declare the ModelConfig fields it reads"
+        assert set(declared) <= names, (kind, set(declared) - names)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_undeclared_fields_change_nothing(kind):
+    """Every field the kind does not declare, changed at once: the same parameter count and, from the same theta and
+    seed, bitwise the same Harlow rollout (actions sampled, so the whole policy distribution is compared)."""
+    task = make_task("harlow")
+    base = ModelConfig(kind=kind, **BASE)
+    changed = replace(base, **{k: v for k, v in OTHER.items() if k not in config_fields(kind)})
+    a = model_class(kind)(base, task.obs_dim, task.num_actions, task.action_dim)
+    b = model_class(kind)(changed, task.obs_dim, task.num_actions, task.action_dim)
+    assert a.num_params == b.num_params
+    g = torch.Generator().manual_seed(0)
+    theta = torch.stack([a.init_params(g) + 0.3 * torch.randn(a.num_params, generator=g) for _ in range(2)])
+    runs = [rollout(m, m.spec.unflatten(theta), task, 4, torch.Generator().manual_seed(1), action_mode="sample")
+            for m in (a, b)]
+    assert torch.equal(runs[0].rewards, runs[1].rewards)
+    assert torch.equal(runs[0].returns, runs[1].returns)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_plan_runs_compares_only_the_declared_fields(kind):
+    """A finished run of one kind stays valid when another kind's defaults change, not when its own do."""
+    old = RunConfig(optimizer="ppo")
+    old.model = ModelConfig(kind=kind, **BASE)
+    new = RunConfig(optimizer="ppo")
+    new.model = replace(old.model, **{k: v for k, v in OTHER.items() if k not in config_fields(kind)})
+    assert _differences(_relevant(old), _relevant(new)) == []
+    for name in config_fields(kind):
+        new.model = replace(old.model, **{name: OTHER[name]})
+        assert [k for k, _, _ in _differences(_relevant(old), _relevant(new))] == [f"model.{name}"]
