@@ -59,16 +59,16 @@ class Experiment:
 NO_TRAINING = 1  # env steps: one tiny generation, so that the random agent has a run directory like the others
 RANDOM = Arm("random", "es", (("model.kind", "random"), ("es.popsize", "2"), ("es.episodes", "1")))
 
-# The maze preset's model before 2026-11-28 (S = 3 set apart), over today's preset: the runs made with it.
+# The maze model of PPO before 2026-11-28 (S = 3 set apart), over today's PPO preset: the runs made with it.
 OLD_MAZE_MODEL = (("model.n", "24"), ("model.embed_hidden", "0"), ("model.w0", "zero"))
 
 EXPERIMENTS: dict[str, Experiment] = {
     "maze-table": Experiment(
         task="maze",
-        # metods: the maze preset (S = 1, N = 64, a 64-unit hidden layer in f, learnt W0). The other MetODS arms are
-        # the path to it, each given as its changes from the preset (so each stays what it was run as): the earlier
-        # preset (S = 3, N = 24); S = 1 (faster in the maze ablation); N = 48 with the hidden layer in f (RL2 has 64
-        # GRU units); then a learnt W0 (the one change that helped on every seed of runs/maze-ablation-s1).
+        # metods: the maze preset of PPO (S = 1, N = 64, a 64-unit hidden layer in f, learnt W0). The other MetODS arms
+        # are the path to it, each given as its changes from that preset (so each stays what it was run as): the
+        # earlier preset (S = 3, N = 24); S = 1 (faster in the maze ablation); N = 48 with the hidden layer in f (RL2
+        # has 64 GRU units); then a learnt W0 (the one change that helped on every seed of runs/maze-ablation-s1).
         arms=(Arm("metods", "ppo"),
               Arm("metods-s3-n24", "ppo", (("model.depth", "3"), *OLD_MAZE_MODEL)),
               Arm("metods-s1-n24", "ppo", OLD_MAZE_MODEL),
