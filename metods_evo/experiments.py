@@ -245,7 +245,7 @@ OPTIMIZER_SECTIONS = ("es", "a2c", "ppo", "hybrid")
 
 def _relevant(cfg: RunConfig) -> dict[str, Any]:
     """The parts of ``cfg`` that can change the run: its optimizer's sections and its model kind's fields (so that
-    a finished RL2 run stays valid when the task's MetODS preset changes)."""
+    a finished RL2 run stays valid when MetODS's defaults change)."""
     data = json.loads(cfg.to_json())
     used = USED_SECTIONS.get(cfg.optimizer, OPTIMIZER_SECTIONS)
     data = {k: v for k, v in data.items() if k not in OPTIMIZER_SECTIONS or k in used}

@@ -59,7 +59,7 @@ class Experiment:
 NO_TRAINING = 1  # env steps: one tiny generation, so that the random agent has a run directory like the others
 RANDOM = Arm("random", "es", (("model.kind", "random"), ("es.popsize", "2"), ("es.episodes", "1")))
 
-# The maze model of PPO before 2026-11-28 (S = 3 set apart), over today's PPO preset: the runs made with it.
+# How PPO's maze model before 2026-11-28 differs from today's, S aside (the arms run with it pin these).
 OLD_MAZE_MODEL = (("model.n", "24"), ("model.embed_hidden", "0"), ("model.w0", "zero"))
 
 EXPERIMENTS: dict[str, Experiment] = {
