@@ -28,9 +28,10 @@ It is a fast path of ``rollout``, never a second definition of the task or the m
   populations of any size (the loop's own fused and eager plastic steps disagree on them just as often), so the
   tests use seeds where those two agree, and skip a case, saying so, where they do not on a given machine.
 
-Speed (``benchmarks/roofline.py``, 2 threads, N = 20, S = 3, P x E = 4096-65536, the recorded run in
-``benchmarks/results/cpu-2026-11-28``): 2.5-3.4x the step-by-step loop, 3.3-3.8 M agent-steps/s, 37-43 % of the
-memory-bandwidth figure the issue measures against (``README.md``, "CPU figures").
+Speed (``benchmarks/roofline.py``, 2 threads, N = 20, S = 3, P x E = 4096-65536, the recorded runs in
+``benchmarks/results/cpu-2026-11-28``): 2.9-5.2x the step-by-step loop, 3.7-4.5 M agent-steps/s, 51-62 % of the
+memory-bandwidth figure the issue measures against on an Intel Xeon VM (37-43 % on an AMD EPYC VM with the previous
+kernel; ``README.md``, "CPU figures").
 
 One difference in bookkeeping: ``finite`` looks at the policy output of each episode's own steps, while the loop
 also looks at steps taken after an episode's end until it drops the finished agents (only a model that turns
@@ -49,9 +50,10 @@ from metods_evo.models.metods import MetODS
 from metods_evo.rollout import RolloutResult
 from metods_evo.tasks.harlow import CENTRE, HarlowTask
 
-ROLLOUT_VERSION = 2
+ROLLOUT_VERSION = 3
 """Part of the extension's name with ``fused.KERNEL_VERSION`` (whose source it includes): bump it whenever
-``ROLLOUT_SOURCE`` changes (v2: without the unused margins output, all parameter shapes checked)."""
+``ROLLOUT_SOURCE`` changes (v2: without the unused margins output, all parameter shapes checked; v3: threads claim
+blocks from a shared counter)."""
 STATE_KEYS = ("left", "pos", "choice", "trials", "t", "done")
 """The Harlow state the kernel returns per agent (``HarlowTask``'s keys besides objects and good)."""
 PARAMS = ("f_hidden_w", "f_hidden_b", "f_w", "f_b", "alpha", "kappa", "beta", "write_l", "policy_w", "policy_b")
@@ -308,8 +310,19 @@ int64_t harlow_rollout(const std::vector<at::Tensor>& params, const at::Tensor& 
   const int64_t blocks = pop * (episodes / (wide ? Vec2::size() : kLanes));
   std::atomic<int64_t> steps{0};
   pybind11::gil_scoped_release no_gil;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    steps += wide ? harlow_blocks_depth<Vec2>(st, depth, begin, end) : harlow_blocks_depth<Vec>(st, depth, begin, end);
+  // Each thread claims a few blocks at a time from a shared counter instead of taking an even share up front: a
+  // thread whose core is slowed (other jobs, interrupts) then plays fewer blocks rather than making the others wait
+  // at the end (+4-6 % at 2 threads on the shared 2-core machine). Blocks are independent: the results do not depend
+  // on which thread plays which block.
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(4, blocks / (8 * threads)));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t begin; (begin = next.fetch_add(chunk)) < blocks;) {
+      const int64_t end = std::min(begin + chunk, blocks);
+      steps += wide ? harlow_blocks_depth<Vec2>(st, depth, begin, end)
+                    : harlow_blocks_depth<Vec>(st, depth, begin, end);
+    }
   });
   return steps.load();
 }
@@ -319,7 +332,7 @@ int64_t harlow_rollout(const std::vector<at::Tensor>& params, const at::Tensor& 
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[object | None, str]:
     centre = f"namespace {{ constexpr int64_t kCentre = {CENTRE}; }}  // HarlowTask's centre position\n"
-    source = f"#include <atomic>\n#include <cmath>\n{fused.SOURCE}\n{centre}{ROLLOUT_SOURCE}"
+    source = f"#include <algorithm>\n#include <atomic>\n#include <cmath>\n{fused.SOURCE}\n{centre}{ROLLOUT_SOURCE}"
     return fused.compile_extension(f"metods_evo_rollout_v{ROLLOUT_VERSION}_k{fused.KERNEL_VERSION}", source,
                                    ["harlow_rollout", "lanes"])
 

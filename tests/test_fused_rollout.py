@@ -150,16 +150,19 @@ def test_rollouts_the_kernel_does_not_compute_take_the_loop(monkeypatch, options
     assert result.rewards.shape[1:] == (2, 16)
 
 
-def test_threads_do_not_change_the_result():
+@pytest.mark.parametrize("pop", [8, 70])  # 8 blocks: claimed one at a time; 70: four at a time, a partial last claim
+def test_threads_do_not_change_the_result(pop):
     task = make_task("harlow")
-    model, params = population(ModelConfig(n=20, depth=3), task, pop=8, seed=4)
+    model, params = population(ModelConfig(n=20, depth=3), task, pop=pop, seed=4)
     threads = torch.get_num_threads()
     results = []
     try:
-        for count in (1, 2):
+        for count in (1, 2, 3):
             torch.set_num_threads(count)
             with torch.no_grad():
                 results.append(rollout(model, params, task, 16, torch.Generator().manual_seed(1)))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(results[0].rewards, results[1].rewards) and results[0].model_steps == results[1].model_steps
+    for other in results[1:]:
+        assert torch.equal(results[0].rewards, other.rewards) and results[0].model_steps == other.model_steps
+        assert torch.equal(results[0].lengths, other.lengths)

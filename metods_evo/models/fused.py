@@ -69,12 +69,13 @@ of one core once per machine, would cost more than the kernel saves. The choice 
 a given evaluation always takes the same path (as ``metods.MULSUM_MAX_ELEMENTS`` picks the mat-vec)."""
 GRAIN_AGENTS = 16
 """Fewest agents per OpenMP task: below it, forking threads costs more than it saves."""
-KERNEL_VERSION = 9
+KERNEL_VERSION = 10
 """Part of the extension's name: bump it whenever ``SOURCE`` changes, so that no cache (torch's, or
 ``METODS_EVO_KERNEL_DIR``) can hand a process a library built from an older source (v2: the linear write;
 v3: the lanes layout; v6: L v by row groups, prefetch of the next block; v7: 16-episode blocks; v8: locals
 instead of the block's fields in the row loops, the last sweep's read and write in two loops; v9: a corrected
-comment). ``fused_rollout`` builds on this source and carries the version in its own extension's name."""
+comment; v10: several rows per read loop, the activations after the sweep's last row). ``fused_rollout`` builds
+on this source and carries the version in its own extension's name."""
 LANES_MAX_DEPTH = 4
 """The lanes kernel is instantiated for S = 1..4; deeper steps take the per-agent kernel."""
 WRITES = ("hebbian", "linear")
@@ -471,62 +472,97 @@ struct LanesBlock {
   const float* next_w; const float* next_w_out;  // the next block's W and W_t (nullptr: none), to prefetch
 };
 
-// Row i of sweep kSweep: its read, on the last sweep its row of W_t, then v_s[i]. Every pointer and scalar is read
-// into a local first (the stores to W_t could alias the block's fields, which would reload them at every j), and
-// the last sweep reads in one loop over j and writes in a second: together they would hold more vectors than there
-// are registers (spilled at every j). Neither changes the arithmetic: each sum keeps its order. (Two rows at a time,
-// sharing the loads of v_{s-1}[j] and z_k[j], measured the same.)
-template <typename V, int kS, int kSweep, bool kMatrix, bool kClip>
-inline void lanes_row(const LanesBlock& b, int64_t i, const float* vp, float* vs) {
+// Sweep kSweep's reads of kRows consecutive rows i..: read_i = c W^(0)_i . v_{s-1} + sum_k D[s-1,k] v_k[i]
+// (alpha_i . z_k), stored into v_s[i] (lanes_activate turns it into v_s[i] after the last row). The rows share the
+// loads of v_{s-1}[j] and z_k[j] and run kRows times as many independent FMA chains (a row alone is one chain per
+// term, bound by the FMA latency). Every pointer and scalar is read into a local first (the stores to W_t could
+// alias the block's fields, which would reload them at every j). Each sum keeps its order: the result is bitwise
+// the same for any kRows (4 rows before the last sweep and 2 on it, which also holds the write's vectors: +0-15 %
+// over one row at a time with the activations in the row, benchmarks/results/cpu-2026-11-28/rows-and-claims-ab.txt).
+template <typename V, int kS, int kSweep, bool kMatrix, int kRows>
+METODS_INLINE void lanes_read(const LanesBlock& b, int64_t i, const float* vp, float* vs) {
   constexpr int64_t kW = V::size();
   constexpr int kTerms = kSweep - 1, kT = kTerms > 0 ? kTerms : 1;
   const int64_t n = b.n, e = b.e;
-  const float* const w_row = b.w + i * n * e;
-  const float* const a_row = kMatrix ? b.alpha + i * n : nullptr;
+  const float* w_row[kRows];
+  const float* a_row[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    w_row[r] = b.w + (i + r) * n * e;
+    a_row[r] = kMatrix ? b.alpha + (i + r) * n : nullptr;
+  }
   const float* const z = b.z;
   const float* const v = b.v;
   const float* const next_w = b.next_w;
   const V alpha_scalar(b.alpha_scalar);
-  V acc_w(0.f), acc_k[kT];
-  for (int k = 0; k < kTerms; ++k) acc_k[k] = V(0.f);
+  V acc_w[kRows], acc_k[kRows][kT];
+  for (int r = 0; r < kRows; ++r) {
+    acc_w[r] = V(0.f);
+    for (int k = 0; k < kTerms; ++k) acc_k[r][k] = V(0.f);
+  }
   for (int64_t j = 0; j < n; ++j) {
-    // S >= 2: prefetch the next block's W (on sweep 2, which reads only cached data) and W_t lines (on the last
-    // sweep), so that DRAM works while this block computes: +15-25 % at S = 3. S = 1 is bound by DRAM alone
-    // and the prefetches only cost it (-5 %), measured side by side.
+    // S >= 2: prefetch the next block's W (on sweep 2, which reads only cached data), so that DRAM works while this
+    // block computes: +15-25 % at S = 3. S = 1 is bound by DRAM alone and the prefetches only cost it (-5 %).
     if constexpr (kS >= 2 && kSweep == 2)
-      if (next_w != nullptr) __builtin_prefetch(next_w + i * n * e + j * e, 0, 3);
-    acc_w = vfmadd(V::loadu(w_row + j * e), V::loadu(vp + j * kW), acc_w);
+      if (next_w != nullptr)
+        for (int r = 0; r < kRows; ++r) __builtin_prefetch(next_w + (i + r) * n * e + j * e, 0, 3);
+    const V x = V::loadu(vp + j * kW);
+    for (int r = 0; r < kRows; ++r) acc_w[r] = vfmadd(V::loadu(w_row[r] + j * e), x, acc_w[r]);
     if constexpr (kTerms > 0) {
-      const V a = kMatrix ? V(a_row[j]) : alpha_scalar;
-      for (int k = 0; k < kTerms; ++k) acc_k[k] = vfmadd(a, V::loadu(z + (k * n + j) * kW), acc_k[k]);
+      for (int k = 0; k < kTerms; ++k) {
+        const V zk = V::loadu(z + (k * n + j) * kW);
+        for (int r = 0; r < kRows; ++r) acc_k[r][k] = vfmadd(kMatrix ? V(a_row[r][j]) : alpha_scalar, zk, acc_k[r][k]);
+      }
     }
   }
-  if constexpr (kSweep == kS) {  // row i of W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k)
-    const float* const u = b.u;
-    const float* const next_w_out = b.next_w_out;
-    float* const out_row = b.w_out + i * n * e;
-    const V c_write(b.c[kS]), lo(-b.bound), hi(b.bound);
-    V cw[kS];
-    for (int k = 0; k < kS; ++k) cw[k] = V(b.d[kS * kS + k]) * V::loadu(v + (k * n + i) * kW);
-    for (int64_t j = 0; j < n; ++j) {
-      if constexpr (kS >= 2)
-        if (next_w_out != nullptr) __builtin_prefetch(next_w_out + i * n * e + j * e, 1, 3);
-      const V a = kMatrix ? V(a_row[j]) : alpha_scalar;
-      V outer = cw[0] * V::loadu(u + j * kW);
-      for (int k = 1; k < kS; ++k) outer = vfmadd(cw[k], V::loadu(u + (k * n + j) * kW), outer);
-      V w_new = vfmadd(V::loadu(w_row + j * e), c_write, outer * a);
-      if constexpr (kClip) w_new = vclamp(w_new, lo, hi);
-      w_new.store(out_row + j * e);
-    }
+  for (int r = 0; r < kRows; ++r) {
+    V read = V(b.c[kSweep - 1]) * acc_w[r];
+    for (int k = 0; k < kTerms; ++k)
+      read = vfmadd(V(b.d[(kSweep - 1) * kS + k]) * V::loadu(v + (k * n + i + r) * kW), acc_k[r][k], read);
+    read.store(vs + (i + r) * kW);
   }
-  V read = V(b.c[kSweep - 1]) * acc_w;
-  for (int k = 0; k < kTerms; ++k)
-    read = vfmadd(V(b.d[(kSweep - 1) * kS + k]) * V::loadu(v + (k * n + i) * kW), acc_k[k], read);
-  // v_s = kappa_s^s sigma(read) + sum_l kappa_s^l v_l, in the eager step's order
-  const float* ks = b.kappa + (kSweep - 1) * (kSweep + 2) / 2;
-  V x = V(ks[kSweep]) * activate(read, b.activation);
-  for (int l = 0; l < kSweep; ++l) x = x + V(ks[l]) * V::loadu(v + (l * n + i) * kW);
-  x.store(vs + i * kW);
+}
+
+// Row i of W_t = clip(c_S W^(0) + alpha * sum_k D[S,k] v_k (x) u_k), on the last sweep, after row i's read (W_t may
+// be W itself: the fused rollout updates W in place). A loop of its own: with the read it would hold more vectors
+// than there are registers (spilled at every j).
+template <typename V, int kS, bool kMatrix, bool kClip>
+METODS_INLINE void lanes_write(const LanesBlock& b, int64_t i) {
+  constexpr int64_t kW = V::size();
+  const int64_t n = b.n, e = b.e;
+  const float* const w_row = b.w + i * n * e;
+  const float* const a_row = kMatrix ? b.alpha + i * n : nullptr;
+  const float* const v = b.v;
+  const float* const u = b.u;
+  const float* const next_w_out = b.next_w_out;
+  float* const out_row = b.w_out + i * n * e;
+  const V alpha_scalar(b.alpha_scalar), c_write(b.c[kS]), lo(-b.bound), hi(b.bound);
+  V cw[kS];
+  for (int k = 0; k < kS; ++k) cw[k] = V(b.d[kS * kS + k]) * V::loadu(v + (k * n + i) * kW);
+  for (int64_t j = 0; j < n; ++j) {
+    if constexpr (kS >= 2)  // the next block's W_t lines, as its W on sweep 2
+      if (next_w_out != nullptr) __builtin_prefetch(next_w_out + i * n * e + j * e, 1, 3);
+    const V a = kMatrix ? V(a_row[j]) : alpha_scalar;
+    V outer = cw[0] * V::loadu(u + j * kW);
+    for (int k = 1; k < kS; ++k) outer = vfmadd(cw[k], V::loadu(u + (k * n + j) * kW), outer);
+    V w_new = vfmadd(V::loadu(w_row + j * e), c_write, outer * a);
+    if constexpr (kClip) w_new = vclamp(w_new, lo, hi);
+    w_new.store(out_row + j * e);
+  }
+}
+
+// v_s = kappa_s^s sigma(read) + sum_l kappa_s^l v_l for every row, in the eager step's order, once all reads of the
+// sweep are done: the rows' activations are independent, so their long dependency chains (tanh) overlap.
+template <typename V, int kSweep>
+METODS_INLINE void lanes_activate(const LanesBlock& b, float* vs) {
+  constexpr int64_t kW = V::size();
+  const int64_t n = b.n;
+  const float* const v = b.v;
+  const float* const ks = b.kappa + (kSweep - 1) * (kSweep + 2) / 2;
+  for (int64_t i = 0; i < n; ++i) {
+    V x = V(ks[kSweep]) * activate(V::loadu(vs + i * kW), b.activation);
+    for (int l = 0; l < kSweep; ++l) x = x + V(ks[l]) * V::loadu(v + (l * n + i) * kW);
+    x.store(vs + i * kW);
+  }
 }
 
 // Sweep kSweep (1..kS) of one block; on the last sweep it also writes W_t. Compile-time S and sweep: every loop
@@ -566,11 +602,24 @@ void lanes_sweep(const LanesBlock& b) {
     for (int64_t j = 0; j < n; ++j)
       (V::loadu(b.u + (k * n + j) * kW) * V::loadu(vp + j * kW)).store(b.z + (k * n + j) * kW);
   float* vs = b.v + kSweep * n * kW;
-  if (b.bound > 0.f) {
-    for (int64_t i = 0; i < n; ++i) lanes_row<V, kS, kSweep, kMatrix, true>(b, i, vp, vs);
-  } else {
-    for (int64_t i = 0; i < n; ++i) lanes_row<V, kS, kSweep, kMatrix, false>(b, i, vp, vs);
+  constexpr int kReadRows = kSweep < kS ? 4 : 2;  // rows read at once (lanes_read), then written (last sweep)
+  int64_t i = 0;
+  for (; i + kReadRows <= n; i += kReadRows) {
+    lanes_read<V, kS, kSweep, kMatrix, kReadRows>(b, i, vp, vs);
+    if constexpr (kSweep == kS)
+      for (int r = 0; r < kReadRows; ++r) {
+        if (b.bound > 0.f) lanes_write<V, kS, kMatrix, true>(b, i + r);
+        else lanes_write<V, kS, kMatrix, false>(b, i + r);
+      }
   }
+  for (; i < n; ++i) {
+    lanes_read<V, kS, kSweep, kMatrix, 1>(b, i, vp, vs);
+    if constexpr (kSweep == kS) {
+      if (b.bound > 0.f) lanes_write<V, kS, kMatrix, true>(b, i);
+      else lanes_write<V, kS, kMatrix, false>(b, i);
+    }
+  }
+  lanes_activate<V, kSweep>(b, vs);
   if constexpr (kSweep < kS) lanes_sweep<V, kS, kSweep + 1, kMatrix>(b);
 }
 
