@@ -203,6 +203,29 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) ->
 
 
 @main.command()
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
+@click.option("--set", "sets", multiple=True, metavar="task.KEY=VALUE", help="Task options, e.g. task.size=10.")
+@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True, help="Episodes per seed.")
+@click.option("--seed", type=int, default=None,
+              help="Episode seed. [default: each run's final-evaluation seed, the episodes of its eval*.json]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def paired(run_a, run_b, sets, episodes, seed, as_json) -> None:
+    """A − B on the same episodes: two runs, or two arms of runs (seed0, seed1, ... inside) paired seed by seed."""
+    from metods_evo.evaluate import to_json
+    from metods_evo.paired import format_paired
+    from metods_evo.paired import paired as paired_comparison
+
+    options = {}
+    for key, value in parse_sets(sets).items():
+        if not key.startswith("task."):
+            raise ConfigError(f"paired only takes task options (--set task.KEY=VALUE), got {key!r}")
+        options[key[5:]] = value
+    report = paired_comparison(run_a, run_b, episodes=episodes, task_options=options, seed=seed)
+    click.echo(to_json(report) if as_json else format_paired(report))
+
+
+@main.command()
 @click.argument("run_dir", metavar="RUN")
 @click.option("--out", default=None, help="Folder for the figures and analysis.json. [default: RUN/analysis]")
 @click.option("--episodes", type=click.IntRange(min=1), default=256, show_default=True,

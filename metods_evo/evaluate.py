@@ -17,13 +17,12 @@ EVAL_STREAM, FINAL_STREAM, USER_STREAM = 1, 2, 3  # seed streams, disjoint from 
 
 
 @torch.no_grad()
-def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int, *, task_options=None,
-                   chunk: int = 1024) -> dict[str, Any]:
-    """Score ``theta`` on ``episodes`` episodes (in chunks of ``chunk``) with the run's action mode.
+def play_episodes(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int, *, task_options=None,
+                  chunk: int = 1024) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """Play ``theta`` on ``episodes`` episodes (in chunks of ``chunk``) with the run's action mode.
 
-    Returns ``{"episodes", "metrics": {name: {"mean", "std"}}, "reward_per_step": [T floats], "groups": {...}}``;
-    ``groups`` holds, per subset of episodes the task names (``Task.episode_groups``, e.g. forward / backward
-    runs), its episode count, metrics and reward per step.
+    Returns (each metric per episode [episodes], reward per step [max_steps, episodes] (zero after each episode's
+    end), each episode group's mask [episodes]). The same seed gives every agent of a task the same episodes.
     """
     task = make_task(cfg.task, device=cfg.device, **{**cfg.task_options, **(task_options or {})})
     model = build_model(cfg, task)
@@ -43,11 +42,21 @@ def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int
         for name, mask in task.episode_groups(result.task_state).items():
             group_masks.setdefault(name, []).append(mask.reshape(-1)[:count].cpu())
         done += count
-    values = {name: torch.cat(chunks) for name, chunks in per_episode.items()}
-    rewards = torch.cat(step_rewards, 1)  # [T, episodes], zero after each episode's end
+    return ({name: torch.cat(chunks) for name, chunks in per_episode.items()}, torch.cat(step_rewards, 1),
+            {name: torch.cat(chunks) for name, chunks in group_masks.items()})
+
+
+def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int, *, task_options=None,
+                   chunk: int = 1024) -> dict[str, Any]:
+    """Score ``theta`` on ``episodes`` episodes (in chunks of ``chunk``) with the run's action mode.
+
+    Returns ``{"episodes", "metrics": {name: {"mean", "std"}}, "reward_per_step": [T floats], "groups": {...}}``;
+    ``groups`` holds, per subset of episodes the task names (``Task.episode_groups``, e.g. forward / backward
+    runs), its episode count, metrics and reward per step.
+    """
+    values, rewards, masks = play_episodes(cfg, theta, episodes, seed, task_options=task_options, chunk=chunk)
     groups = {}
-    for name, chunks in group_masks.items():
-        mask = torch.cat(chunks)
+    for name, mask in masks.items():
         if mask.any():
             groups[name] = {"episodes": int(mask.sum()), "metrics": _moments({k: v[mask] for k, v in values.items()}),
                             "reward_per_step": rewards[:, mask].mean(1).tolist()}

@@ -50,10 +50,10 @@ from metods_evo.models.metods import MetODS
 from metods_evo.rollout import RolloutResult
 from metods_evo.tasks.harlow import CENTRE, HarlowTask
 
-ROLLOUT_VERSION = 3
+ROLLOUT_VERSION = 4
 """Part of the extension's name with ``fused.KERNEL_VERSION`` (whose source it includes): bump it whenever
 ``ROLLOUT_SOURCE`` changes (v2: without the unused margins output, all parameter shapes checked; v3: threads claim
-blocks from a shared counter)."""
+blocks from a shared counter; v4: one scratch buffer per thread instead of one per claim)."""
 STATE_KEYS = ("left", "pos", "choice", "trials", "t", "done")
 """The Harlow state the kernel returns per agent (``HarlowTask``'s keys besides objects and good)."""
 PARAMS = ("f_hidden_w", "f_hidden_b", "f_w", "f_b", "alpha", "kappa", "beta", "write_l", "policy_w", "policy_b")
@@ -231,27 +231,31 @@ int64_t harlow_block(const HarlowRollout& st, int64_t p, int64_t e0, float* scra
   return step * kW;
 }
 
+// Floats of scratch one block of kW episodes needs at depth S (W, the v_s and z_s, f's and g's vectors).
+int64_t scratch_floats(const HarlowRollout& st, int64_t depth, int64_t kW) {
+  return (st.n * st.n + (3 * depth + 1) * st.n + st.in_dim + st.hidden + st.actions) * kW;
+}
+
 template <typename V, int kS>
-int64_t harlow_blocks(const HarlowRollout& st, int64_t begin, int64_t end) {
+int64_t harlow_blocks(const HarlowRollout& st, int64_t begin, int64_t end, float* scratch) {
   constexpr int64_t kW = V::size();
-  std::vector<float> scratch((st.n * st.n + (3 * kS + 1) * st.n + st.in_dim + st.hidden + st.actions) * kW);
   const int64_t blocks = st.episodes / kW;
   int64_t steps = 0;
   for (int64_t i = begin; i < end; ++i) {
     const int64_t p = i / blocks, e0 = i % blocks * kW;
-    steps += st.alpha_matrix ? harlow_block<V, kS, true>(st, p, e0, scratch.data())
-                             : harlow_block<V, kS, false>(st, p, e0, scratch.data());
+    steps += st.alpha_matrix ? harlow_block<V, kS, true>(st, p, e0, scratch)
+                             : harlow_block<V, kS, false>(st, p, e0, scratch);
   }
   return steps;
 }
 
 template <typename V>
-int64_t harlow_blocks_depth(const HarlowRollout& st, int64_t depth, int64_t begin, int64_t end) {
+int64_t harlow_blocks_depth(const HarlowRollout& st, int64_t depth, int64_t begin, int64_t end, float* scratch) {
   switch (depth) {
-    case 1: return harlow_blocks<V, 1>(st, begin, end);
-    case 2: return harlow_blocks<V, 2>(st, begin, end);
-    case 3: return harlow_blocks<V, 3>(st, begin, end);
-    default: return harlow_blocks<V, 4>(st, begin, end);
+    case 1: return harlow_blocks<V, 1>(st, begin, end, scratch);
+    case 2: return harlow_blocks<V, 2>(st, begin, end, scratch);
+    case 3: return harlow_blocks<V, 3>(st, begin, end, scratch);
+    default: return harlow_blocks<V, 4>(st, begin, end, scratch);
   }
 }
 
@@ -318,10 +322,11 @@ int64_t harlow_rollout(const std::vector<at::Tensor>& params, const at::Tensor& 
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(4, blocks / (8 * threads)));
   std::atomic<int64_t> next{0};
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    std::vector<float> scratch(scratch_floats(st, depth, wide ? Vec2::size() : kLanes));  // one per thread
     for (int64_t begin; (begin = next.fetch_add(chunk)) < blocks;) {
       const int64_t end = std::min(begin + chunk, blocks);
-      steps += wide ? harlow_blocks_depth<Vec2>(st, depth, begin, end)
-                    : harlow_blocks_depth<Vec>(st, depth, begin, end);
+      steps += wide ? harlow_blocks_depth<Vec2>(st, depth, begin, end, scratch.data())
+                    : harlow_blocks_depth<Vec>(st, depth, begin, end, scratch.data());
     }
   });
   return steps.load();
@@ -332,7 +337,7 @@ int64_t harlow_rollout(const std::vector<at::Tensor>& params, const at::Tensor& 
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[object | None, str]:
     centre = f"namespace {{ constexpr int64_t kCentre = {CENTRE}; }}  // HarlowTask's centre position\n"
-    source = f"#include <algorithm>\n#include <atomic>\n#include <cmath>\n{fused.SOURCE}\n{centre}{ROLLOUT_SOURCE}"
+    source = f"#include <atomic>\n#include <cmath>\n{fused.SOURCE}\n{centre}{ROLLOUT_SOURCE}"
     return fused.compile_extension(f"metods_evo_rollout_v{ROLLOUT_VERSION}_k{fused.KERNEL_VERSION}", source,
                                    ["harlow_rollout", "lanes"])
 

@@ -68,12 +68,14 @@ EXPERIMENTS: dict[str, Experiment] = {
         # metods: the maze preset of PPO (S = 1, N = 64, a 64-unit hidden layer in f, learnt W0). The other MetODS arms
         # are the path to it, each given as its changes from that preset (so each stays what it was run as): the
         # earlier preset (S = 3, N = 24); S = 1 (faster in the maze ablation); N = 48 with the hidden layer in f (RL2
-        # has 64 GRU units); then a learnt W0 (the one change that helped on every seed of runs/maze-ablation-s1).
+        # has 64 GRU units); then a learnt W0 (the one change that helped on every seed of runs/maze-ablation-s1); then
+        # N = 96 (runs/maze-pilots: level with RL2 on 8x8 and ahead on 10x10 on seed 0).
         arms=(Arm("metods", "ppo"),
               Arm("metods-s3-n24", "ppo", (("model.depth", "3"), *OLD_MAZE_MODEL)),
               Arm("metods-s1-n24", "ppo", OLD_MAZE_MODEL),
               Arm("metods-s1-n48", "ppo", (("model.n", "48"), ("model.w0", "zero"))),
               Arm("metods-s1-n48-w0", "ppo", (("model.n", "48"),)),
+              Arm("metods-s1-n96-w0", "ppo", (("model.n", "96"),)),
               Arm("rl2", "ppo", (("model.kind", "rl2"),)),
               Arm("maml", "ppo", (("model.kind", "maml"), ("model.maml_adapt_steps", "50"))), RANDOM),
         budget_steps=10_000_000,

@@ -27,7 +27,7 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     rows = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
             for line in (out / "table.csv").read_text().splitlines()[1:]}
     assert list(rows) == ["metods", "metods-s3-n24", "metods-s1-n24", "metods-s1-n48", "metods-s1-n48-w0",
-                          "rl2", "maml", "random"]
+                          "metods-s1-n96-w0", "rl2", "maml", "random"]
     for agent, values in rows.items():
         cfg = RunDir.open(out / agent / "seed0").config()
         assert cfg.model.kind == agent.split("-")[0]
@@ -41,7 +41,8 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     assert RunDir.open(out / "maml" / "seed0").config().model.maml_adapt_steps == 50
     # every MetODS arm is what its label says, whatever the maze preset (quick runs shrink only the preset's N)
     pinned = {"metods": (1, 8, 64, "learnt"), "metods-s3-n24": (3, 24, 0, "zero"), "metods-s1-n24": (1, 24, 0, "zero"),
-              "metods-s1-n48": (1, 48, 64, "zero"), "metods-s1-n48-w0": (1, 48, 64, "learnt")}
+              "metods-s1-n48": (1, 48, 64, "zero"), "metods-s1-n48-w0": (1, 48, 64, "learnt"),
+              "metods-s1-n96-w0": (1, 96, 64, "learnt")}
     for agent, expected in pinned.items():  # (S, N, f's hidden units, W0)
         model = RunDir.open(out / agent / "seed0").config().model
         assert (model.depth, model.n, model.embed_hidden, model.w0) == expected, agent
@@ -64,3 +65,34 @@ def test_reproduce_resumes_without_retraining_or_reevaluating(maze_table):
 def test_reproduce_bad_input_is_one_line():
     result = CliRunner().invoke(main, ["reproduce", "maze-tabel", "--quick"])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "unknown experiment" in result.output
+
+
+def test_paired_plays_both_arms_on_the_table_episodes(maze_table):
+    """`paired` on two arms: each agent's mean is its table evaluation's (the same episodes), A − B is per episode."""
+    from metods_evo.paired import paired
+
+    out, _ = maze_table
+    for setting, options in (("8x8", {}), ("10x10", {"size": "10"})):
+        report = paired(out / "metods", out / "rl2", episodes=32, task_options=options)
+        assert [p["seed"] for p in report["pairs"]] == [0]
+        assert report["task_options"] == ({"size": 10} if options else {})
+        for side, arm in (("a", "metods"), ("b", "rl2")):
+            table = json.loads((out / arm / "seed0" / f"eval-{setting}.json").read_text())["metrics"]
+            for name, stats in report["pooled"].items():
+                assert stats[side] == pytest.approx(table[name]["mean"]), (setting, arm, name)
+        for stats in report["pooled"].values():
+            assert stats["diff"] == pytest.approx(stats["a"] - stats["b"]) and stats["pairs"] == 32
+    itself = paired(out / "metods" / "seed0", out / "metods" / "seed0", episodes=16)["pooled"]
+    assert all(s["diff"] == 0 and s["se"] == 0 for s in itself.values())
+
+
+def test_paired_cli_prints_the_table_and_rejects_bad_input_in_one_line(maze_table, tmp_path):
+    out, _ = maze_table
+    result = CliRunner().invoke(main, ["paired", str(out / "metods"), str(out / "random"), "--episodes", "8"])
+    assert result.exit_code == 0, result.output
+    assert "A − B" in result.output and "return" in result.output
+    for args, message in (([str(out / "metods"), str(tmp_path)], "neither a run"),
+                          ([str(out / "metods"), str(out / "rl2"), "--set", "model.n=4"], "only takes task options"),
+                          ([str(out / "metods"), str(out / "rl2"), "--set", "task.sise=4"], "unknown key")):
+        result = CliRunner().invoke(main, ["paired", *args, "--episodes", "8"])
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output, result.output

@@ -1,0 +1,109 @@
+"""Two agents on the same episodes: A − B per metric, episode by episode.
+
+Two agents' means over 1000 episodes each differ by chance as much as by skill (a maze return has a std of ~60);
+played on the same episodes (the same mazes, objects or targets), most of that chance cancels in the per-episode
+difference. By default the episodes are the ones `reproduce` and the final evaluation score each run on (the run's
+final-evaluation seed), so each agent's mean here is the one in its ``eval*.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metods_evo.config import ConfigError, RunConfig, apply_overrides, validate_task
+from metods_evo.evaluate import final_seed, play_episodes
+from metods_evo.models import build_model
+from metods_evo.runs import RunDir
+from metods_evo.tasks import TASKS
+
+
+def seed_runs(path: str | Path) -> dict[int, Path]:
+    """A run directory as {its seed: it}; an arm directory (``seed0``, ``seed1``, ... inside) as one per seed."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return {RunDir.open(path).config().seed: path}
+    runs = {int(m.group(1)): p for p in sorted(path.glob("seed*")) if (m := re.fullmatch(r"seed(\d+)", p.name))}
+    if not runs:
+        raise ConfigError(f"{path} is neither a run (config.json) nor an arm of runs (seed0, seed1, ...)")
+    return runs
+
+
+def _agent(path: Path, task_options: dict[str, Any]) -> tuple[RunConfig, torch.Tensor]:
+    """The run's config (with ``task_options`` applied, checked and coerced) and best theta."""
+    run = RunDir.open(path)
+    cfg = run.config()
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        cfg.device = "cpu"
+    apply_overrides(cfg, {f"task.{k}": str(v) for k, v in task_options.items()}, TASKS[cfg.task].options())
+    theta = run.load_agent_state()["theta"]
+    if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
+        raise ConfigError(f"{path}: task options {task_options} change the observation / action sizes of its agent")
+    return cfg, theta
+
+
+def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_options: dict | None = None,
+           seed: int | None = None) -> dict[str, Any]:
+    """Play A and B on the same episodes, seed by seed (runs or arms of runs with the same seeds); ``task_options``
+    (e.g. ``{"size": "10"}``) change the task of both.
+
+    Returns ``{"pairs": [{"seed", "episodes_seed", "metrics": {name: {"a", "b", "diff", "se"}}}], "pooled": {...}}``:
+    means of A and B, the mean per-episode difference A − B and its standard error (pooled: over all pairs).
+    """
+    task_options = task_options or {}
+    runs_a, runs_b = seed_runs(run_a), seed_runs(run_b)
+    if set(runs_a) != set(runs_b):
+        raise ConfigError(f"{run_a} has seeds {sorted(runs_a)} and {run_b} has {sorted(runs_b)}: pair the same seeds")
+    pairs, diffs, means = [], {}, {}
+    for run_seed in sorted(runs_a):
+        (cfg_a, theta_a), (cfg_b, theta_b) = _agent(runs_a[run_seed], task_options), _agent(runs_b[run_seed],
+                                                                                              task_options)
+        if (cfg_a.task, cfg_a.task_options) != (cfg_b.task, cfg_b.task_options):
+            raise ConfigError(f"seed {run_seed}: A plays {cfg_a.task} {cfg_a.task_options} and B "
+                              f"{cfg_b.task} {cfg_b.task_options}; pair agents of one task")
+        torch.set_num_threads(cfg_a.threads)
+        episodes_seed = final_seed(cfg_a) if seed is None else seed
+        a = play_episodes(cfg_a, theta_a, episodes, episodes_seed)[0]
+        b = play_episodes(cfg_b, theta_b, episodes, episodes_seed)[0]
+        metrics = {}
+        for name in a.keys() & b.keys():
+            diff = a[name] - b[name]
+            diffs.setdefault(name, []).append(diff)
+            means.setdefault(name, ([], []))
+            means[name][0].append(a[name])
+            means[name][1].append(b[name])
+            metrics[name] = _stats(a[name], b[name], diff)
+        pairs.append({"seed": run_seed, "episodes_seed": episodes_seed, "metrics": dict(sorted(metrics.items()))})
+    pooled = {name: _stats(torch.cat(means[name][0]), torch.cat(means[name][1]), torch.cat(diffs[name]))
+              for name in sorted(diffs)}
+    return {"a": str(run_a), "b": str(run_b), "task": cfg_a.task, "task_options": cfg_a.task_options,
+            "episodes": episodes, "pairs": pairs, "pooled": pooled}
+
+
+def _stats(a: torch.Tensor, b: torch.Tensor, diff: torch.Tensor) -> dict[str, float]:
+    se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return {"a": float(a.mean()), "b": float(b.mean()), "diff": float(diff.mean()), "se": se, "pairs": len(diff)}
+
+
+def format_paired(report: dict[str, Any]) -> str:
+    """A plain-text table: per metric, A's and B's means, A − B ± its standard error, and A − B per seed."""
+    seeds = [p["seed"] for p in report["pairs"]]
+    task = f"{report['task']} {report['task_options']}" if report["task_options"] else report["task"]
+    header = (f"{task} — A: {report['a']}, B: {report['b']}; "
+              f"{report['episodes']} episodes per seed ({', '.join(map(str, seeds))}), the same for A and B")
+    names = list(report["pooled"])
+    width = max(len(n) for n in names + ["metric"])
+    lines = [header, f"  {'metric':<{width}}  {'A':>9}  {'B':>9}  {'A − B ± s.e.':>19}  A − B per seed"]
+    for name in names:
+        stats = report["pooled"][name]
+        per_seed = ", ".join(f"{p['metrics'][name]['diff']:+.3f}" for p in report["pairs"])
+        lines.append(f"  {name:<{width}}  {stats['a']:9.3f}  {stats['b']:9.3f}  "
+                     f"{stats['diff']:+9.3f} ± {stats['se']:7.3f}  {per_seed}")
+    return "\n".join(lines)
+
+
+__all__ = ["format_paired", "paired", "seed_runs"]
