@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 
@@ -91,7 +92,7 @@ def plot_compare(curves: dict[str, list[list[dict[str, float]]]], path: Path, *,
         ax.grid(alpha=0.3)
     axes[0].ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 110))  # many arms: wrapped, not cut at the figure's edge
     tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
     fig.savefig(tmp, dpi=110)  # then renamed: a kill mid-write never leaves a truncated figure
     plt.close(fig)

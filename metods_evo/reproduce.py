@@ -69,7 +69,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         # are the path to it, each given as its changes from that preset (so each stays what it was run as): the
         # earlier preset (S = 3, N = 24); S = 1 (faster in the maze ablation); N = 48 with the hidden layer in f (RL2
         # has 64 GRU units); then a learnt W0 (the one change that helped on every seed of runs/maze-ablation-s1); then
-        # N = 96 (runs/maze-pilots: level with RL2 on 8x8 and ahead on 10x10 on seed 0).
+        # N = 96 (level with RL2 on seed 0 of runs/maze-pilots; 3 seeds: closer to RL2 on 8x8, ahead on 10x10).
         arms=(Arm("metods", "ppo"),
               Arm("metods-s3-n24", "ppo", (("model.depth", "3"), *OLD_MAZE_MODEL)),
               Arm("metods-s1-n24", "ppo", OLD_MAZE_MODEL),
