@@ -51,17 +51,20 @@ def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_o
     """Play A and B on the same episodes, seed by seed (runs or arms of runs with the same seeds); ``task_options``
     (e.g. ``{"size": "10"}``) change the task of both.
 
-    Returns ``{"pairs": [{"seed", "episodes_seed", "metrics": {name: {"a", "b", "diff", "se"}}}], "pooled": {...}}``:
-    means of A and B, the mean per-episode difference A − B and its standard error (pooled: over all pairs).
+    Two single runs are paired whatever their seeds. Returns ``{"pairs": [{"seed", "episodes_seed", "metrics": {name:
+    stats}}], "pooled": {name: stats}}``, stats being A's and B's means, the mean per-episode difference A − B and its
+    standard error, and the number of pairs (pooled: over all seeds' episodes).
     """
     task_options = task_options or {}
     runs_a, runs_b = seed_runs(run_a), seed_runs(run_b)
+    if len(runs_a) == len(runs_b) == 1:  # two single runs: paired whatever their seeds, on A's episodes
+        runs_b = {next(iter(runs_a)): next(iter(runs_b.values()))}
     if set(runs_a) != set(runs_b):
         raise ConfigError(f"{run_a} has seeds {sorted(runs_a)} and {run_b} has {sorted(runs_b)}: pair the same seeds")
-    pairs, diffs, means = [], {}, {}
+    pairs, played = [], {}  # played: metric -> (A's per-episode values, B's) over all seeds
     for run_seed in sorted(runs_a):
-        (cfg_a, theta_a), (cfg_b, theta_b) = _agent(runs_a[run_seed], task_options), _agent(runs_b[run_seed],
-                                                                                              task_options)
+        cfg_a, theta_a = _agent(runs_a[run_seed], task_options)
+        cfg_b, theta_b = _agent(runs_b[run_seed], task_options)
         if (cfg_a.task, cfg_a.task_options) != (cfg_b.task, cfg_b.task_options):
             raise ConfigError(f"seed {run_seed}: A plays {cfg_a.task} {cfg_a.task_options} and B "
                               f"{cfg_b.task} {cfg_b.task_options}; pair agents of one task")
@@ -69,22 +72,19 @@ def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_o
         episodes_seed = final_seed(cfg_a) if seed is None else seed
         a = play_episodes(cfg_a, theta_a, episodes, episodes_seed)[0]
         b = play_episodes(cfg_b, theta_b, episodes, episodes_seed)[0]
-        metrics = {}
         for name in a.keys() & b.keys():
-            diff = a[name] - b[name]
-            diffs.setdefault(name, []).append(diff)
-            means.setdefault(name, ([], []))
-            means[name][0].append(a[name])
-            means[name][1].append(b[name])
-            metrics[name] = _stats(a[name], b[name], diff)
-        pairs.append({"seed": run_seed, "episodes_seed": episodes_seed, "metrics": dict(sorted(metrics.items()))})
-    pooled = {name: _stats(torch.cat(means[name][0]), torch.cat(means[name][1]), torch.cat(diffs[name]))
-              for name in sorted(diffs)}
+            played.setdefault(name, ([], []))
+            played[name][0].append(a[name])
+            played[name][1].append(b[name])
+        pairs.append({"seed": run_seed, "episodes_seed": episodes_seed,
+                      "metrics": {name: _stats(a[name], b[name]) for name in sorted(a.keys() & b.keys())}})
+    pooled = {name: _stats(torch.cat(a), torch.cat(b)) for name, (a, b) in sorted(played.items())}
     return {"a": str(run_a), "b": str(run_b), "task": cfg_a.task, "task_options": cfg_a.task_options,
             "episodes": episodes, "pairs": pairs, "pooled": pooled}
 
 
-def _stats(a: torch.Tensor, b: torch.Tensor, diff: torch.Tensor) -> dict[str, float]:
+def _stats(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    diff = a - b  # episode by episode
     se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
     return {"a": float(a.mean()), "b": float(b.mean()), "diff": float(diff.mean()), "se": se, "pairs": len(diff)}
 
