@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from metods_evo.config import ConfigError, apply_overrides, make_config, validate
+from metods_evo.config import ConfigError, make_config, validate
 from metods_evo.tasks import TASKS
 
 
@@ -51,21 +51,6 @@ def this_command() -> str:
     import shlex
 
     return shlex.join([os.path.basename(sys.argv[0]) or "metods-evo", *sys.argv[1:]])
-
-
-def open_for_evaluation(run_dir: str):
-    """(run, config) of a run to score: torch threads as the run's, and a GPU-trained run evaluated on the CPU
-    where there is no GPU."""
-    import torch
-
-    from metods_evo.runs import RunDir
-
-    run = RunDir.open(run_dir)
-    cfg = run.config()
-    torch.set_num_threads(cfg.threads)
-    if cfg.device != "cpu" and not torch.cuda.is_available():
-        cfg.device = "cpu"
-    return run, cfg
 
 
 def keep_on_interrupt(out: str, experiment):
@@ -168,27 +153,15 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
                    "RUN/evaluate.png]")
 def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) -> None:
     """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
-    from metods_evo.config import generation_seed, validate_task
-    from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, to_json
-    from metods_evo.models import build_model
+    from metods_evo.config import generation_seed
+    from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, open_agent, to_json
 
-    run, cfg = open_for_evaluation(run_dir)
-    theta = run.load_agent_state()["theta"]
-    trained_on = cfg.task
-    if task is not None and task != cfg.task:
-        if task not in TASKS:
-            raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
-        cfg.task, cfg.task_options = task, {}
     options = {}
-    task_options = TASKS[cfg.task].options()
     for key, value in parse_sets(sets).items():
         if not key.startswith("task."):
             raise ConfigError(f"evaluate only takes task options (--set task.KEY=VALUE), got {key!r}")
-        apply_overrides(cfg, {key: value}, task_options)
-        options[key[5:]] = cfg.task_options[key[5:]]
-    if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
-        raise ConfigError(f"task {cfg.task!r} {options or ''} has other observation / action sizes than "
-                          f"{trained_on!r}, which this agent was trained on")
+        options[key[5:]] = value
+    run, cfg, theta, options = open_agent(run_dir, task=task, task_options=options)
     if action_mode is not None:
         cfg.eval_action_mode = action_mode
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
@@ -257,9 +230,9 @@ def impairment(run_dir, actuators, episodes, seed, out) -> None:
 
     from metods_evo import impairment as imp
     from metods_evo.config import generation_seed, validate_task
-    from metods_evo.evaluate import USER_STREAM
+    from metods_evo.evaluate import USER_STREAM, open_agent
 
-    run, cfg = open_for_evaluation(run_dir)
+    run, cfg, theta, _ = open_agent(run_dir)
     if imp.TASK_OPTION not in TASKS[cfg.task].options():
         raise ConfigError(f"task {cfg.task!r} has no {imp.TASK_OPTION} option: impairment needs a MuJoCo "
                           "direction task (cheetah-dir, ant-dir)")
@@ -275,7 +248,7 @@ def impairment(run_dir, actuators, episodes, seed, out) -> None:
         if bad or not chosen:
             raise ConfigError(f"--actuators: {cfg.task} has actuators 0..{count - 1}, got {actuators!r}")
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
-    result = imp.impairment_report(cfg, run.load_agent_state()["theta"], chosen, episodes, seed)
+    result = imp.impairment_report(cfg, theta, chosen, episodes, seed)
     click.echo(imp.format_markdown(result))
     for path in imp.write(result, Path(out) if out else run.path):
         click.echo(str(path), err=True)

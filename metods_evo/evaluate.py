@@ -8,12 +8,41 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import RunConfig, generation_seed
+from metods_evo.config import ConfigError, RunConfig, apply_overrides, generation_seed, validate_task
 from metods_evo.models import build_model
 from metods_evo.rollout import rollout
-from metods_evo.tasks import make_task
+from metods_evo.runs import RunDir
+from metods_evo.tasks import TASKS, make_task
 
 EVAL_STREAM, FINAL_STREAM, USER_STREAM = 1, 2, 3  # seed streams, disjoint from the training episodes (0)
+
+
+def open_agent(path, *, task: str | None = None,
+               task_options: dict[str, Any] | None = None) -> tuple[RunDir, RunConfig, torch.Tensor, dict[str, Any]]:
+    """A run's best agent, ready to play: (run, config, best theta, ``task_options`` as coerced).
+
+    The config is the run's, on the CPU where there is no GPU (torch threads set to the run's), with ``task``
+    (default: the run's own) and ``task_options`` (e.g. ``{"size": "10"}``) applied and checked. A task whose
+    observation / action sizes do not fit the agent is a ConfigError.
+    """
+    run = RunDir.open(path)
+    cfg = run.config()
+    torch.set_num_threads(cfg.threads)
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        cfg.device = "cpu"
+    trained_on = cfg.task if not cfg.task_options else f"{cfg.task} {cfg.task_options}"
+    if task is not None and task != cfg.task:
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
+        cfg.task, cfg.task_options = task, {}
+    task_options = task_options or {}
+    apply_overrides(cfg, {f"task.{key}": str(value) for key, value in task_options.items()}, TASKS[cfg.task].options())
+    options = {key: cfg.task_options[key] for key in task_options}
+    theta = run.load_agent_state()["theta"]
+    if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
+        raise ConfigError(f"{path}: task {cfg.task!r} {options or ''} has other observation / action sizes than "
+                          f"{trained_on!r}, which this agent was trained on")
+    return run, cfg, theta, options
 
 
 @torch.no_grad()

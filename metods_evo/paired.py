@@ -15,11 +15,9 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import ConfigError, RunConfig, apply_overrides, validate_task
-from metods_evo.evaluate import final_seed, play_episodes
-from metods_evo.models import build_model
+from metods_evo.config import ConfigError
+from metods_evo.evaluate import final_seed, open_agent, play_episodes
 from metods_evo.runs import RunDir
-from metods_evo.tasks import TASKS
 
 
 def seed_runs(path: str | Path) -> dict[int, Path]:
@@ -31,19 +29,6 @@ def seed_runs(path: str | Path) -> dict[int, Path]:
     if not runs:
         raise ConfigError(f"{path} is neither a run (config.json) nor an arm of runs (seed0, seed1, ...)")
     return runs
-
-
-def _agent(path: Path, task_options: dict[str, Any]) -> tuple[RunConfig, torch.Tensor]:
-    """The run's config (with ``task_options`` applied, checked and coerced) and best theta."""
-    run = RunDir.open(path)
-    cfg = run.config()
-    if cfg.device != "cpu" and not torch.cuda.is_available():
-        cfg.device = "cpu"
-    apply_overrides(cfg, {f"task.{k}": str(v) for k, v in task_options.items()}, TASKS[cfg.task].options())
-    theta = run.load_agent_state()["theta"]
-    if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
-        raise ConfigError(f"{path}: task options {task_options} change the observation / action sizes of its agent")
-    return cfg, theta
 
 
 def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_options: dict | None = None,
@@ -63,12 +48,11 @@ def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_o
         raise ConfigError(f"{run_a} has seeds {sorted(runs_a)} and {run_b} has {sorted(runs_b)}: pair the same seeds")
     pairs, played = [], {}  # played: metric -> (A's per-episode values, B's) over all seeds
     for run_seed in sorted(runs_a):
-        cfg_a, theta_a = _agent(runs_a[run_seed], task_options)
-        cfg_b, theta_b = _agent(runs_b[run_seed], task_options)
+        _, cfg_a, theta_a, _ = open_agent(runs_a[run_seed], task_options=task_options)
+        _, cfg_b, theta_b, _ = open_agent(runs_b[run_seed], task_options=task_options)
         if (cfg_a.task, cfg_a.task_options) != (cfg_b.task, cfg_b.task_options):
             raise ConfigError(f"seed {run_seed}: A plays {cfg_a.task} {cfg_a.task_options} and B "
                               f"{cfg_b.task} {cfg_b.task_options}; pair agents of one task")
-        torch.set_num_threads(cfg_a.threads)
         episodes_seed = final_seed(cfg_a) if seed is None else seed
         a = play_episodes(cfg_a, theta_a, episodes, episodes_seed)[0]
         b = play_episodes(cfg_b, theta_b, episodes, episodes_seed)[0]
