@@ -11,6 +11,10 @@
 * ``delta_w.png``: the synaptic change sum_ij |W_t - W_{t-1}| per step against the reward the agent takes in
   at that step. The model reads r_{t-1} in step t (``embed``), so that is the reward that can drive dW_t.
 * ``reward_per_step.png``: the reward at each step, mean over episodes with a 95 % confidence band.
+* ``saturation.png``: whether the plastic memory saturates within an episode, per step: mean |W_t| and the
+  fraction of its entries clipped at ``model.plastic_bound``, and the fraction of the first read's
+  pre-activations W_{t-1} v0 where sigma is flat (sigma' below a tenth of its value at 0; tanh and sigmoid only).
+  A saturated read passes almost no gradient: this is how the S = 2 maze stall was found (``runs/maze-pilots``).
 * ``analysis.json``: the numbers behind the figures.
 
 The rollout traces W but not v, so v is recomputed from the traced inputs with the model's own ``embed`` and
@@ -43,6 +47,7 @@ class Episodes:
 
     W0: Tensor  # [E, N, N] plastic state before the first step
     W: Tensor  # [T, E, N, N] plastic state after each step
+    v0: Tensor  # [T, E, N] the embedding f(s_t, a_{t-1}, r_{t-1}) at each step (recomputed)
     v: Tensor  # [T, E, N] output v_S of the plastic layer at each step (recomputed)
     actions: Tensor  # [T, E]
     rewards: Tensor  # [T, E] reward paid for the action of step t
@@ -64,8 +69,8 @@ def check_supported(model, task) -> None:
 
 @torch.no_grad()
 def replay_plastic(model, params: dict[str, Tensor], w0: Tensor, obs: Tensor, actions: Tensor,
-                   rewards: Tensor) -> tuple[Tensor, Tensor]:
-    """Re-run the plastic layer on recorded inputs -> (v ``[T, P, E, N]``, W ``[T, P, E, N, N]``).
+                   rewards: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Re-run the plastic layer on recorded inputs -> (v0 ``[T, P, E, N]``, v ``[T, P, E, N]``, W ``[T, P, E, N, N]``).
 
     The same calls as ``model.step`` with the inputs the rollout fed it (previous action, previous reward),
     so W comes out identical to the traced one and v is what the policy read at each step.
@@ -73,13 +78,14 @@ def replay_plastic(model, params: dict[str, Tensor], w0: Tensor, obs: Tensor, ac
     w = w0
     prev_action = torch.full(actions.shape[1:], -1, dtype=torch.long)
     prev_reward = torch.zeros(rewards.shape[1:], dtype=rewards.dtype)
-    vs, ws = [], []
+    v0s, vs, ws = [], [], []
     for t in range(actions.shape[0]):
-        v, w = model.plastic_step(params, w, model.embed(params, obs[t], prev_action, prev_reward))
+        v0s.append(model.embed(params, obs[t], prev_action, prev_reward))
+        v, w = model.plastic_step(params, w, v0s[-1])
         vs.append(v)
         ws.append(w)
         prev_action, prev_reward = actions[t], rewards[t]
-    return torch.stack(vs), torch.stack(ws)
+    return torch.stack(v0s), torch.stack(vs), torch.stack(ws)
 
 
 @torch.no_grad()
@@ -90,8 +96,8 @@ def collect(model, params: dict[str, Tensor], task, episodes: int, seed: int, ac
                      trace=True, record=True)
     w0 = result.inputs["state0"]["W"]  # the plastic state each episode started from (random W0 included)
     actions = torch.stack(result.trace["action"])
-    v, _ = replay_plastic(model, params, w0, torch.stack(result.trace["obs"]), actions, result.rewards)
-    return Episodes(W0=w0[0], W=torch.stack(result.trace["W"])[:, 0], v=v[:, 0], actions=actions[:, 0],
+    v0, v, _ = replay_plastic(model, params, w0, torch.stack(result.trace["obs"]), actions, result.rewards)
+    return Episodes(W0=w0[0], W=torch.stack(result.trace["W"])[:, 0], v0=v0[:, 0], v=v[:, 0], actions=actions[:, 0],
                     rewards=result.rewards[:, 0], lengths=result.lengths[0],
                     metrics={k: m[0] for k, m in result.metrics.items()})
 
@@ -115,6 +121,17 @@ def weight_change(w: Tensor, w0: Tensor) -> Tensor:
     """sum_ij |W_t - W_{t-1}| per step ``[T, E]``, with W_{-1} the initial state ``w0 [E, N, N]``."""
     previous = torch.cat([w0.unsqueeze(0), w[:-1]])
     return (w - previous).abs().sum((-1, -2))
+
+
+def read_preactivation(w: Tensor, w0: Tensor, v0: Tensor) -> Tensor:
+    """``[T, E, N]``: W_{t-1} v0_t, what sigma receives in the first read of step t (s = 1: W^(0) = W_{t-1})."""
+    previous = torch.cat([w0.unsqueeze(0), w[:-1]])
+    return (previous @ v0.unsqueeze(-1)).squeeze(-1)
+
+
+# sigma'(x) < FLAT * sigma'(0) beyond these |x|: tanh' = 1 - tanh^2, sigmoid' = s (1 - s) (solved for FLAT = 0.1)
+FLAT = 0.1
+FLAT_FROM = {"tanh": 1.8184464592320668, "sigmoid": 3.6368929184641337}
 
 
 def reward_inputs(rewards: Tensor) -> Tensor:
@@ -265,6 +282,53 @@ def plot_delta_w(data: Episodes, episode: int, path: Path, title: str) -> dict:
             "rewarded_fraction_of_top5pct_changes": float(rewarded[top].float().mean())}
 
 
+def plot_saturation(data: Episodes, bound: float, activation: str, path: Path, title: str) -> dict:
+    """Per step: mean |W_t|, the fraction of W_t's entries at +-bound, and the fraction of flat reads."""
+    plt = _pyplot()
+    valid = data.valid
+    count = valid.sum(1).clamp(min=1).double()
+
+    def per_step(x: Tensor) -> Tensor:  # [T, E] -> mean over the episodes still running at t, [T]
+        return (x.double() * valid).sum(1) / count
+
+    size = data.W.shape[-1] ** 2
+    w_abs = per_step(data.W.abs().sum((-1, -2)) / size)
+    clipped = per_step((data.W.abs() >= bound).sum((-1, -2)) / size) if bound > 0 else None
+    pre = read_preactivation(data.W, data.W0, data.v0).abs()
+    pre_abs = per_step(pre.mean(-1))
+    flat = per_step((pre > FLAT_FROM[activation]).double().mean(-1)) if activation in FLAT_FROM else None
+    steps = range(len(w_abs))
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4), constrained_layout=True)
+    panels = ((axes[0], w_abs, "mean |W_t|", clipped, f"fraction of W_t's entries at ±{bound:g} (plastic_bound)",
+               "plastic weights W_t"),
+              (axes[1], pre_abs, "mean |W_{t-1} v0_t|", flat,
+               f"fraction where {activation}' < {FLAT:g} {activation}'(0)" if flat is not None else "",
+               f"first read, {activation}(W_{{t-1}} v0_t)"))
+    for ax, magnitude, magnitude_label, fraction, fraction_label, panel_title in panels:
+        ax.plot(steps, magnitude.numpy(), color="tab:blue", label=magnitude_label)
+        ax.set(xlabel="step t", ylabel=magnitude_label, title=panel_title)
+        ax.tick_params(axis="y", labelcolor="tab:blue")
+        ax.grid(alpha=0.3)
+        if fraction is not None:  # fractions on their own 0-1 axis, so a small magnitude axis cannot flatten them
+            twin = ax.twinx()
+            twin.plot(steps, fraction.numpy(), color="tab:red", label=fraction_label)
+            twin.set_ylim(-0.02, 1.02)
+            twin.set_ylabel("fraction", color="tab:red")
+            twin.tick_params(axis="y", labelcolor="tab:red")
+            ax.plot([], [], color="tab:red", label=fraction_label)
+        ax.legend(fontsize=8, loc="center right")
+    fig.suptitle(f"{title}: saturation of the plastic memory (mean over {valid.shape[1]} episodes)")
+    _save(fig, path)
+    last = int(valid.any(1).nonzero().max())
+    return {"plastic_bound": bound, "activation": activation, "mean_abs_w": w_abs.tolist(),
+            "clipped_fraction": clipped.tolist() if clipped is not None else None,
+            "mean_abs_read_preactivation": pre_abs.tolist(),
+            "flat_read_fraction": flat.tolist() if flat is not None else None,
+            "at_last_step": {"step": last, "mean_abs_w": float(w_abs[last]),
+                             "clipped_fraction": float(clipped[last]) if clipped is not None else None,
+                             "flat_read_fraction": float(flat[last]) if flat is not None else None}}
+
+
 def plot_reward_per_step(data: Episodes, path: Path, title: str) -> dict:
     """Mean reward at each step over episodes (zero after an episode's end, as ``evaluate`` counts it)."""
     plt = _pyplot()
@@ -302,7 +366,8 @@ def analyze(run_dir, out=None, episodes: int = DEFAULT_EPISODES, seed: int | Non
     wrong_first = torch.nonzero(first_choice_outcome(data.rewards) == 0).flatten()
     # On Harlow, an episode whose first guess was wrong shows W overturning its first preference.
     example = int(wrong_first[0]) if "trial1_correct" in data.metrics and len(wrong_first) else 0
-    paths = [out / name for name in ("w_pca.png", "energy.png", "delta_w.png", "reward_per_step.png")]
+    paths = [out / name for name in ("w_pca.png", "energy.png", "delta_w.png", "reward_per_step.png",
+                                     "saturation.png")]
     returns = data.metrics["return"].double()
     report = {"run": str(run_dir), "task": cfg.task, "task_options": cfg.task_options, "episodes": episodes,
               "seed": seed, "action_mode": cfg.action_mode(),
@@ -311,7 +376,8 @@ def analyze(run_dir, out=None, episodes: int = DEFAULT_EPISODES, seed: int | Non
               "example_episode": example,
               "energy": plot_energy(data, example, paths[1], title),
               "delta_w": plot_delta_w(data, example, paths[2], title),
-              "reward_per_step": plot_reward_per_step(data, paths[3], title)}
+              "reward_per_step": plot_reward_per_step(data, paths[3], title),
+              "saturation": plot_saturation(data, cfg.model.plastic_bound, cfg.model.activation, paths[4], title)}
     json_path = out / "analysis.json"
     tmp = json_path.with_name(f".{json_path.name}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")

@@ -70,12 +70,16 @@ EXPERIMENTS: dict[str, Experiment] = {
         # earlier preset (S = 3, N = 24); S = 1 (faster in the maze ablation); N = 48 with the hidden layer in f (RL2
         # has 64 GRU units); then a learnt W0 (the one change that helped on every seed of runs/maze-ablation-s1); then
         # N = 96 (level with RL2 on seed 0 of runs/maze-pilots; 3 seeds: closer to RL2 on 8x8, ahead on 10x10).
+        # S = 2 with W clipped at 0.3: at the default bound of 5, S = 2 saturates its memory (W at the clip, every read
+        # in tanh's flat zone) and stalls at 75-80 (runs/maze-pilots; `analyze`'s saturation.png shows it).
         arms=(Arm("metods", "ppo"),
               Arm("metods-s3-n24", "ppo", (("model.depth", "3"), *OLD_MAZE_MODEL)),
               Arm("metods-s1-n24", "ppo", OLD_MAZE_MODEL),
               Arm("metods-s1-n48", "ppo", (("model.n", "48"), ("model.w0", "zero"))),
               Arm("metods-s1-n48-w0", "ppo", (("model.n", "48"),)),
               Arm("metods-s1-n96-w0", "ppo", (("model.n", "96"),)),
+              Arm("metods-s2-n64-w0-pb0.3", "ppo",
+                  (("model.depth", "2"), ("model.n", "64"), ("model.plastic_bound", "0.3"))),
               Arm("rl2", "ppo", (("model.kind", "rl2"),)),
               Arm("maml", "ppo", (("model.kind", "maml"), ("model.maml_adapt_steps", "50"))), RANDOM),
         budget_steps=10_000_000,

@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 TINY = ["--generations", "2", "--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6",
         "--set", "model.depth=2", "--set", "eval_episodes=8", "--set", "final_eval_episodes=8",
         "--set", "eval_every=2", "--no-progress"]
-FIGURES = ("w_pca.png", "energy.png", "delta_w.png", "reward_per_step.png")
+FIGURES = ("w_pca.png", "energy.png", "delta_w.png", "reward_per_step.png", "saturation.png")
 
 
 def cli(*args):
@@ -99,10 +99,10 @@ def test_recomputed_plastic_state_equals_the_traced_one(depth, write, w0, action
     from metods_evo.rollout import rollout
 
     traced = rollout(model, params, task, 16, torch.Generator().manual_seed(7), action_mode=action_mode, trace=True)
-    v, w = analysis.replay_plastic(model, params, data.W0.unsqueeze(0), torch.stack(traced.trace["obs"]),
-                                   torch.stack(traced.trace["action"]), traced.rewards)
+    v0, v, w = analysis.replay_plastic(model, params, data.W0.unsqueeze(0), torch.stack(traced.trace["obs"]),
+                                       torch.stack(traced.trace["action"]), traced.rewards)
     assert torch.equal(w, torch.stack(traced.trace["W"]))
-    assert torch.equal(data.W, w[:, 0]) and torch.equal(data.v, v[:, 0])
+    assert torch.equal(data.W, w[:, 0]) and torch.equal(data.v, v[:, 0]) and torch.equal(data.v0, v0[:, 0])
     assert data.W.abs().max() > 0 and data.W0.shape == (16, 6, 6)
     if action_mode == "greedy":
         greedy = torch.stack([model.heads(params, v_t)[0].argmax(-1) for v_t in v])
@@ -128,6 +128,37 @@ def test_weight_change_and_energy_equal_direct_computations(harlow_run):
     grid = torch.randn(4, 4, 5, dtype=torch.float64, generator=generator)  # one W over a grid of v, as in the figure
     direct = -torch.einsum("abi,ij,abj->ab", grid, w[0], grid)
     torch.testing.assert_close(analysis.hopfield_energy(w[0], grid, grid), direct)
+
+
+def test_saturation_figures_equal_direct_computations(tmp_path):
+    """A model with huge plasticity and a saturated embedding drives W to its bound and its reads into tanh's
+    flat zone: the figure's numbers must equal a direct per-step count over the running episodes."""
+    task = make_task("harlow")
+    model = MetODS(ModelConfig(n=6, depth=1, plastic_bound=0.5), task.obs_dim, task.num_actions)
+    generator = torch.Generator().manual_seed(0)
+    values = model.spec.unflatten(model.init_params(generator).unsqueeze(0))
+    values["alpha"] = torch.full_like(values["alpha"], 2.0)
+    values["f_w"] = values["f_w"] * 10  # v0 near +-1: W v0 reaches the bound times N coherent terms
+    params = values
+    data = analysis.collect(model, params, task, 12, seed=1, action_mode="sample")
+    pre = analysis.read_preactivation(data.W, data.W0, data.v0)
+    for t in (0, 1, 7):
+        before = data.W0 if t == 0 else data.W[t - 1]
+        torch.testing.assert_close(pre[t], torch.einsum("eij,ej->ei", before, data.v0[t]))
+    report = analysis.plot_saturation(data, 0.5, "tanh", tmp_path / "saturation.png", "test")
+    assert_real_png(tmp_path / "saturation.png")
+    for t in (0, 5, int(data.lengths.max()) - 1):
+        running = [e for e in range(12) if t < int(data.lengths[e])]
+        clipped = sum(float((data.W[t, e].abs() >= 0.5).float().mean()) for e in running) / len(running)
+        flat = sum(float((pre[t, e].abs() > analysis.FLAT_FROM["tanh"]).float().mean()) for e in running) / len(running)
+        assert report["clipped_fraction"][t] == pytest.approx(clipped, abs=1e-6)
+        assert report["flat_read_fraction"][t] == pytest.approx(flat, abs=1e-6)
+    assert report["clipped_fraction"][0] < 0.1 and report["at_last_step"]["clipped_fraction"] > 0.3
+    assert report["at_last_step"]["flat_read_fraction"] > 0.1
+    for activation, x in analysis.FLAT_FROM.items():  # the flat zone starts where sigma' is a tenth of sigma'(0)
+        x = torch.tensor([0.0, x], dtype=torch.float64, requires_grad=True)
+        (slope,) = torch.autograd.grad(getattr(torch, activation)(x).sum(), x)
+        assert float(slope[1] / slope[0]) == pytest.approx(analysis.FLAT, rel=1e-9)
 
 
 def test_first_choice_outcome_agrees_with_the_task_metric(harlow_run):
