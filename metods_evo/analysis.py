@@ -24,6 +24,7 @@ The rollout traces W but not v, so v is recomputed from the traced inputs with t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,14 +125,15 @@ def weight_change(w: Tensor, w0: Tensor) -> Tensor:
 
 
 def read_preactivation(w: Tensor, w0: Tensor, v0: Tensor) -> Tensor:
-    """``[T, E, N]``: W_{t-1} v0_t, what sigma receives in the first read of step t (s = 1: W^(0) = W_{t-1})."""
-    previous = torch.cat([w0.unsqueeze(0), w[:-1]])
-    return (previous @ v0.unsqueeze(-1)).squeeze(-1)
+    """``[T, E, N]``: W_{t-1} v0_t, what sigma receives in the first read of step t (s = 1: W^(0) = W_{t-1}).
+    Two products rather than one over ``cat([w0, w[:-1]])``: no copy of the [T, E, N, N] trace."""
+    first = (w0 @ v0[0].unsqueeze(-1)).squeeze(-1)
+    return torch.cat([first.unsqueeze(0), (w[:-1] @ v0[1:].unsqueeze(-1)).squeeze(-1)])
 
 
-# sigma'(x) < FLAT * sigma'(0) beyond these |x|: tanh' = 1 - tanh^2, sigmoid' = s (1 - s) (solved for FLAT = 0.1)
+# sigma'(x) < FLAT * sigma'(0) beyond these |x|: tanh' = 1 - tanh^2 = FLAT, sigmoid' = s (1 - s) = FLAT / 4
 FLAT = 0.1
-FLAT_FROM = {"tanh": 1.8184464592320668, "sigmoid": 3.6368929184641337}
+FLAT_FROM = {"tanh": math.atanh(math.sqrt(1 - FLAT)), "sigmoid": 2 * math.atanh(math.sqrt(1 - FLAT))}
 
 
 def reward_inputs(rewards: Tensor) -> Tensor:
@@ -291,9 +293,9 @@ def plot_saturation(data: Episodes, bound: float, activation: str, path: Path, t
     def per_step(x: Tensor) -> Tensor:  # [T, E] -> mean over the episodes still running at t, [T]
         return (x.double() * valid).sum(1) / count
 
-    size = data.W.shape[-1] ** 2
-    w_abs = per_step(data.W.abs().sum((-1, -2)) / size)
-    clipped = per_step((data.W.abs() >= bound).sum((-1, -2)) / size) if bound > 0 else None
+    size, w_abs_entries = data.W.shape[-1] ** 2, data.W.abs()  # one pass over the trace: it is [T, E, N, N]
+    w_abs = per_step(w_abs_entries.sum((-1, -2)) / size)
+    clipped = per_step((w_abs_entries >= bound).sum((-1, -2)) / size) if bound > 0 else None
     pre = read_preactivation(data.W, data.W0, data.v0).abs()
     pre_abs = per_step(pre.mean(-1))
     flat = per_step((pre > FLAT_FROM[activation]).double().mean(-1)) if activation in FLAT_FROM else None

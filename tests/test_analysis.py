@@ -136,10 +136,9 @@ def test_saturation_figures_equal_direct_computations(tmp_path):
     task = make_task("harlow")
     model = MetODS(ModelConfig(n=6, depth=1, plastic_bound=0.5), task.obs_dim, task.num_actions)
     generator = torch.Generator().manual_seed(0)
-    values = model.spec.unflatten(model.init_params(generator).unsqueeze(0))
-    values["alpha"] = torch.full_like(values["alpha"], 2.0)
-    values["f_w"] = values["f_w"] * 10  # v0 near +-1: W v0 reaches the bound times N coherent terms
-    params = values
+    params = model.spec.unflatten(model.init_params(generator).unsqueeze(0))
+    params["alpha"] = torch.full_like(params["alpha"], 2.0)
+    params["f_w"] = params["f_w"] * 10  # v0 near +-1: W v0 reaches the bound times N coherent terms
     data = analysis.collect(model, params, task, 12, seed=1, action_mode="sample")
     pre = analysis.read_preactivation(data.W, data.W0, data.v0)
     for t in (0, 1, 7):
