@@ -38,6 +38,12 @@ class ModelConfig:
     """Write rule: 'hebbian' alpha*(v x v), 'linear' alpha*(v x Lv), 'mlp' alpha*(v x MLP(v))."""
     write_hidden: int = 16
     """Hidden units of the 'mlp' write rule."""
+    write_pre: str = "current"
+    """Which vector the write's right-hand (presynaptic) factor u(.) is taken of: 'current' (the paper: the write at
+    level s stores v_{s-1} (x) u(v_{s-1}), an auto-association within one env step) or 'previous' (beyond the paper:
+    v_{s-1} (x) u(v_{s-1} of the previous env step), a pre-before-post, heteroassociative write, so that reading W
+    with the current input recalls what followed it before; the vectors of the previous step are carried in the
+    state, zero at an episode's start)."""
     w0: str = "zero"
     """Initial plastic weights W0: 'zero', 'learnt' (part of theta) or 'random' (N(0, w0_std^2) per episode)."""
     w0_std: float = 0.1
@@ -344,6 +350,7 @@ CHOICES = {
     "model.activation": ("tanh", "relu", "sigmoid", "identity"),
     "model.alpha": ("matrix", "scalar"),
     "model.write": ("hebbian", "linear", "mlp"),
+    "model.write_pre": ("current", "previous"),
     "model.w0": ("zero", "learnt", "random"),
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
     "es.action_mode": ("greedy", "sample"),

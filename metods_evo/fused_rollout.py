@@ -354,7 +354,8 @@ def supported(model, params: dict[str, Tensor], task, num_episodes: int) -> bool
         return False
     cfg = model.cfg
     if (torch.is_grad_enabled() or cfg.write not in fused.WRITES or cfg.activation not in fused.ACTIVATION_CODES
-            or cfg.depth > fused.LANES_MAX_DEPTH or cfg.readout_hidden or num_episodes <= 0 or num_episodes % 8 != 0):
+            or model.writes_previous or cfg.depth > fused.LANES_MAX_DEPTH or cfg.readout_hidden
+            or num_episodes <= 0 or num_episodes % 8 != 0):
         return False
     pop = params[model.spec.names[0]].shape[0]
     return all(v.device.type == "cpu" and v.dtype == torch.float32 and v.shape[0] == pop for v in params.values())

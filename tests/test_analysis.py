@@ -85,13 +85,15 @@ def test_default_output_goes_into_the_run(harlow_run):
     assert all((harlow_run / "analysis" / name).is_file() for name in (*FIGURES, "analysis.json"))
 
 
-@pytest.mark.parametrize("depth, write, w0, action_mode", [
-    (1, "hebbian", "zero", "greedy"), (3, "linear", "learnt", "sample"), (2, "mlp", "random", "sample")])
-def test_recomputed_plastic_state_equals_the_traced_one(depth, write, w0, action_mode):
+@pytest.mark.parametrize("depth, write, w0, action_mode, write_pre", [
+    (1, "hebbian", "zero", "greedy", "current"), (3, "linear", "learnt", "sample", "current"),
+    (2, "mlp", "random", "sample", "current"), (2, "linear", "learnt", "greedy", "previous")])
+def test_recomputed_plastic_state_equals_the_traced_one(depth, write, w0, action_mode, write_pre):
     """v is not traced: it is recomputed with the model's own functions. The same computation must give back the
     traced W bit for bit, and v must be what the policy read (its greedy actions are the traced ones)."""
     task = make_task("harlow")
-    model = MetODS(ModelConfig(n=6, depth=depth, write=write, w0=w0), task.obs_dim, task.num_actions)
+    model = MetODS(ModelConfig(n=6, depth=depth, write=write, w0=w0, write_pre=write_pre), task.obs_dim,
+                   task.num_actions)
     generator = torch.Generator().manual_seed(depth)
     theta = model.init_params(generator) + 0.3 * torch.randn(model.num_params, generator=generator)
     params = model.spec.unflatten(theta.unsqueeze(0))

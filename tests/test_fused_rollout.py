@@ -123,6 +123,7 @@ def test_dispatch():
     with_mode = lambda mode: MetODS(dataclasses.replace(model.cfg, fused=mode), task.obs_dim, task.num_actions)  # noqa: E731
     mlp = MetODS(dataclasses.replace(model.cfg, write="mlp"), task.obs_dim, task.num_actions)
     deep_g = MetODS(dataclasses.replace(model.cfg, readout_hidden=8), task.obs_dim, task.num_actions)
+    pre = MetODS(dataclasses.replace(model.cfg, write_pre="previous"), task.obs_dim, task.num_actions)
     with torch.no_grad():
         assert fused_rollout.should_use(model, params, task, 16)  # 'any-size'
         assert not fused_rollout.should_use(with_mode("off"), params, task, 16)
@@ -133,6 +134,7 @@ def test_dispatch():
         assert not fused_rollout.should_use(model, params, make_task("maze"), 16)
         assert not fused_rollout.should_use(mlp, mlp.spec.unflatten(mlp.init_params().unsqueeze(0)), task, 16)
         assert not fused_rollout.should_use(deep_g, deep_g.spec.unflatten(deep_g.init_params().unsqueeze(0)), task, 16)
+        assert not fused_rollout.should_use(pre, params, task, 16)  # the kernel has no "pre" state
         assert not fused_rollout.should_use(model, {k: v.double() for k, v in params.items()}, task, 16)
 
 

@@ -9,8 +9,10 @@ from metods_evo.config import ModelConfig
 from metods_evo.models.metods import MetODS, coefficient_offset
 
 
-def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: int, prev_reward: float):
-    """One agent, one step, float64, written exactly as the paper's equations (no batching tricks)."""
+def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: int, prev_reward: float, pre=None):
+    """One agent, one step, float64, written exactly as the paper's equations (no batching tricks). ``pre``
+    (write_pre = 'previous'): the previous step's [v_0, ..., v_{S-1}], the writes' right-hand vectors; the step
+    also returns its own."""
     cfg, n = model.cfg, model.cfg.n
     sigma = model.sigma
     onehot = torch.zeros(model.num_actions, dtype=torch.float64)
@@ -36,7 +38,7 @@ def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: in
         kappa = [p["kappa"][coefficient_offset(s) + l] for l in range(s + 1)]
         beta = [p["beta"][coefficient_offset(s) + l] for l in range(s + 1)]
         v_s = kappa[s] * sigma(ws[s - 1] @ v[s - 1])
-        w_s = beta[s] * (alpha * torch.outer(v[s - 1], u(v[s - 1])))
+        w_s = beta[s] * (alpha * torch.outer(v[s - 1], u(v[s - 1] if pre is None else pre[s - 1])))
         for l in range(s):
             v_s = v_s + kappa[l] * v[l]
             w_s = w_s + beta[l] * ws[l]
@@ -44,11 +46,13 @@ def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: in
         ws.append(w_s)
     w_t = ws[-1].clamp(-cfg.plastic_bound, cfg.plastic_bound) if cfg.plastic_bound > 0 else ws[-1]
     g_in = sigma(p["g_hidden_w"] @ v[-1] + p["g_hidden_b"]) if "g_hidden_w" in p else v[-1]
-    return p["policy_w"] @ g_in + p["policy_b"], (p["value_w"] @ g_in + p["value_b"])[0], w_t
+    return p["policy_w"] @ g_in + p["policy_b"], (p["value_w"] @ g_in + p["value_b"])[0], w_t, v[:-1]
 
 
 VARIANTS = [dict(depth=d, alpha=a, write=wr) for d, a, wr in
             itertools.product([1, 2, 3, 4], ["matrix", "scalar"], ["hebbian", "linear", "mlp"])]
+VARIANTS += [dict(depth=d, alpha="matrix", write=wr, write_pre="previous") for d, wr in
+             itertools.product([1, 2, 3], ["hebbian", "linear", "mlp"])]
 
 
 def random_theta(model: MetODS, seed: int) -> torch.Tensor:
@@ -56,7 +60,8 @@ def random_theta(model: MetODS, seed: int) -> torch.Tensor:
     return (model.init_params(g).double() + 0.3 * torch.randn(model.num_params, generator=g, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"S{v['depth']}-{v['alpha']}-{v['write']}")
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"S{v['depth']}-{v['alpha']}-{v['write']}"
+                         + ("-pre" if "write_pre" in v else ""))
 def test_batched_step_matches_reference(variant):
     cfg = ModelConfig(n=6, plastic_bound=1.5, embed_hidden=3 if variant["depth"] == 2 else 0,
                       readout_hidden=4 if variant["depth"] in (1, 3) else 0,
@@ -66,8 +71,10 @@ def test_batched_step_matches_reference(variant):
     g = torch.Generator().manual_seed(1)
     theta = torch.stack([random_theta(model, seed) for seed in range(pop)])
     params = model.spec.unflatten(theta)
-    state = {"W": 0.5 * torch.randn(pop, agents, 6, 6, generator=g, dtype=torch.float64)}
+    state = model.initial_state(params, agents)
+    state["W"] = 0.5 * torch.randn(pop, agents, 6, 6, generator=g, dtype=torch.float64)
     ref_w = state["W"].clone()
+    ref_pre = [[None if "pre" not in state else list(state["pre"][i, j]) for j in range(agents)] for i in range(pop)]
     for t in range(steps):
         obs = torch.randn(pop, agents, 5, generator=g, dtype=torch.float64)
         act = torch.randint(-1 if t == 0 else 0, 3, (pop, agents), generator=g)
@@ -76,8 +83,11 @@ def test_batched_step_matches_reference(variant):
             logits, value, state = model.step(params, state, obs, act, rew)
         for i, j in itertools.product(range(pop), range(agents)):
             p_i = {k: v[i] for k, v in params.items()}
-            ref_logits, ref_value, ref_w[i, j] = reference_step(model, p_i, ref_w[i, j], obs[i, j], int(act[i, j]),
-                                                                float(rew[i, j]))
+            ref_logits, ref_value, ref_w[i, j], levels = reference_step(
+                model, p_i, ref_w[i, j], obs[i, j], int(act[i, j]), float(rew[i, j]), ref_pre[i][j])
+            if "pre" in state:
+                ref_pre[i][j] = levels
+                torch.testing.assert_close(state["pre"][i, j], torch.stack(levels), rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(logits[i, j], ref_logits, rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(value[i, j], ref_value, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(state["W"], ref_w, rtol=1e-9, atol=1e-9)
@@ -179,3 +189,27 @@ def test_both_matvec_formulations_agree(shape, monkeypatch):
     monkeypatch.setattr(metods, "MULSUM_MAX_ELEMENTS", 0)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(metods.matvec(w, v), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_previous_step_write_stores_what_followed_what():
+    """write_pre = 'previous', S = 1, hebbian: W_2 = beta0 W_1 + beta1 alpha * v0_2 (x) v0_1, with W_1 = beta0 W_0
+    (no previous step at the start); and the step refuses to run without the previous vectors."""
+    model = MetODS(ModelConfig(n=5, depth=1, plastic_bound=0.0, write_pre="previous"), obs_dim=4, num_actions=2)
+    params = model.spec.unflatten(random_theta(model, 0).unsqueeze(0))
+    g = torch.Generator().manual_seed(0)
+    state = model.initial_state(params, 1)
+    state["W"] = torch.randn(1, 1, 5, 5, generator=g, dtype=torch.float64)
+    w0 = state["W"].clone()
+    obs = [torch.randn(1, 1, 4, generator=g, dtype=torch.float64) for _ in range(2)]
+    prev = [(torch.tensor([[-1]]), torch.zeros(1, 1, dtype=torch.float64)),
+            (torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.float64))]
+    with torch.no_grad():
+        v0 = [model.embed(params, o, a, r)[0, 0] for o, (a, r) in zip(obs, prev)]
+        for o, (a, r) in zip(obs, prev):
+            _, _, state = model.step(params, state, o, a, r)
+        with pytest.raises(ValueError, match="write_pre"):
+            model.plastic_step(params, state["W"], v0[0].view(1, 1, 5))
+    b0, b1 = params["beta"][0]
+    expected = b0 * (b0 * w0[0, 0]) + b1 * params["alpha"][0] * torch.outer(v0[1], v0[0])
+    torch.testing.assert_close(state["W"][0, 0], expected)
+    torch.testing.assert_close(state["pre"][0, 0, 0], v0[1])

@@ -8,7 +8,9 @@ Per environment step (Algorithm 1 of Chalvidal et al., 2022), with W the plastic
         W^(s) = sum_{l<s} beta_s^l W^(l) + beta_s^s (alpha * v_{s-1} (x) u(v_{s-1}))  (write)
     (logits, value) = g(v_S),  W_t = W^(S)
 
-with u(v) = v (hebbian), L v (linear) or MLP(v) (mlp). ``(x)`` is the outer product
+with u(v) = v (hebbian), L v (linear) or MLP(v) (mlp). With ``model.write_pre = 'previous'`` (beyond the paper)
+the write's right-hand factor is u of the same level's vector one env step earlier, v_{s-1}^(t-1), carried in the
+state as ``pre``. ``(x)`` is the outer product
 (a (x) b)_{ij} = a_i b_j, and (W v)_i = sum_j W_ij v_j. kappa and beta hold S(S+3)/2 scalars each.
 
 Every parameter tensor carries a leading population axis P and the plastic state is
@@ -40,7 +42,8 @@ class MetODS:
 
     # The ModelConfig fields it reads (besides kind): a finished run of another model kind stays comparable when
     # these defaults change (experiments.plan_runs), and the other kinds' fields cannot change this one.
-    config_fields = ("n", "depth", "activation", "alpha", "write", "write_hidden", "w0", "w0_std", "plastic_bound",
+    config_fields = ("n", "depth", "activation", "alpha", "write", "write_hidden", "write_pre", "w0", "w0_std",
+                     "plastic_bound",
                      "embed_hidden", "readout_hidden", "action_reward_inputs", "fused")
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
@@ -114,9 +117,17 @@ class MetODS:
 
     def initial_state(self, params: dict[str, Tensor], num_agents: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Plastic state at episode start: ``{"W": [P, E, N, N]}``."""
+        """Plastic state at episode start: ``{"W": [P, E, N, N]}``, and with ``write_pre = 'previous'`` the
+        previous step's vectors v_0..v_{S-1}, ``"pre": [P, E, S, N]``, zero at an episode's start (no previous step)."""
         p, n = params["f_b"].shape[0], self.cfg.n
-        return {"W": self.initial_weights(params, num_agents, generator).expand(p, num_agents, n, n).clone()}
+        state = {"W": self.initial_weights(params, num_agents, generator).expand(p, num_agents, n, n).clone()}
+        if self.writes_previous:
+            state["pre"] = params["f_b"].new_zeros(p, num_agents, self.cfg.depth, n)
+        return state
+
+    @property
+    def writes_previous(self) -> bool:
+        return getattr(self.cfg, "write_pre", "current") == "previous"
 
     def replay_state(self, params: dict[str, Tensor], state0: dict[str, Tensor]) -> dict[str, Tensor]:
         """The start state of recorded episodes (``state0``, their ``initial_state``) under ``params``, for
@@ -146,8 +157,11 @@ class MetODS:
             return _linear(hidden, params["write_o_w"], params["write_o_b"])
         return v
 
-    def plastic_step(self, params: dict[str, Tensor], w: Tensor, v0: Tensor) -> tuple[Tensor, Tensor]:
+    def plastic_step(self, params: dict[str, Tensor], w: Tensor, v0: Tensor,
+                     pre: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The S read / write recursions. ``w [P, E, N, N]``, ``v0 [P, E, N]`` -> (``v_S``, ``W_t``).
+        ``pre [P, E, S, N]`` (``write_pre = 'previous'``): the previous step's v_0..v_{S-1}, whose u(.) the S writes
+        take as their right-hand factor; ``plastic_sweep`` also returns this step's, the next step's ``pre``.
 
         Every intermediate W^(s) is a combination c_s W^(0) + alpha * sum_k D[s,k] v_k (x) u_k of the
         incoming weights and the S outer products (by induction on the write rule), so we track the
@@ -157,8 +171,16 @@ class MetODS:
         ``plastic_bound`` clips the carried W_t (not the transient W^(s) inside a step). Large no-grad steps with the
         hebbian or linear write go to the fused C++ kernel (``model.fused``, ``metods_evo/models/fused.py``).
         """
-        if fused.should_fuse(self, params, w, v0):  # the same step in one C++ pass over each agent's W
+        if self.writes_previous and pre is None:
+            raise ValueError("model.write_pre = 'previous' needs the previous step's vectors: pass pre (see step)")
+        if pre is None and fused.should_fuse(self, params, w, v0):  # the same step in one C++ pass over each W
             return fused.fused_plastic_step(self, params, w, v0)
+        vs, w_new = self.plastic_sweep(params, w, v0, pre)
+        return vs[-1], w_new
+
+    def plastic_sweep(self, params: dict[str, Tensor], w: Tensor, v0: Tensor,
+                      pre: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+        """``plastic_step`` by the eager kernels -> ([v_0, ..., v_S], ``W_t``)."""
         kappa, beta, alpha = params["kappa"], params["beta"], params["alpha"]  # [P, C], [P, C], [P, N, N] | [P, 1]
         pop = kappa.shape[0]
         grad = torch.is_grad_enabled()
@@ -172,7 +194,7 @@ class MetODS:
         for s in range(1, self.cfg.depth + 1):
             off = coefficient_offset(s)
             v_prev = vs[-1]
-            us.append(self.write_vector(params, v_prev))
+            us.append(self.write_vector(params, v_prev if pre is None else pre[..., s - 1, :]))
             read = col(c[s - 1]) * matvec(w, v_prev)
             for k, coef in enumerate(d[s - 1]):
                 read = read + col(coef) * self._alpha_outer_times(alpha, vs[k], us[k], v_prev)
@@ -192,9 +214,9 @@ class MetODS:
         bound = self.cfg.plastic_bound
         if grad:  # the same kernels as below, out of place: replaying an episode must reproduce it bit for bit
             w_new = torch.addcmul(outer * alpha_w, w, carry)
-            return vs[-1], (w_new.clamp(-bound, bound) if bound > 0 else w_new)
+            return vs, (w_new.clamp(-bound, bound) if bound > 0 else w_new)
         w_new = outer.mul_(alpha_w).addcmul_(w, carry)  # in place: no [P, E, N, N] temporaries
-        return vs[-1], (w_new.clamp_(-bound, bound) if bound > 0 else w_new)
+        return vs, (w_new.clamp_(-bound, bound) if bound > 0 else w_new)
 
     @staticmethod
     def _alpha_outer_times(alpha: Tensor, v_k: Tensor, u_k: Tensor, v: Tensor) -> Tensor:
@@ -214,6 +236,10 @@ class MetODS:
              prev_reward: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One environment step for all P x E agents -> (policy output, value, new state)."""
         v0 = self.embed(params, obs, prev_action, prev_reward)
+        if self.writes_previous:
+            vs, w = self.plastic_sweep(params, state["W"], v0, state["pre"])
+            out, value = self.heads(params, vs[-1])
+            return out, value, {"W": w, "pre": torch.stack(vs[:-1], dim=-2)}
         v, w = self.plastic_step(params, state["W"], v0)
         out, value = self.heads(params, v)
         return out, value, {"W": w}
