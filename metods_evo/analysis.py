@@ -76,21 +76,15 @@ def replay_plastic(model, params: dict[str, Tensor], w0: Tensor, obs: Tensor, ac
     The same calls as ``model.step`` with the inputs the rollout fed it (previous action, previous reward),
     so W comes out identical to the traced one and v is what the policy read at each step.
     """
-    w, pre = w0, None
-    if model.writes_previous:  # no previous step at an episode's start
-        pre = w0.new_zeros(*w0.shape[:-2], model.cfg.depth, w0.shape[-1])
+    state = model.start_state(w0)
     prev_action = torch.full(actions.shape[1:], -1, dtype=torch.long)
     prev_reward = torch.zeros(rewards.shape[1:], dtype=rewards.dtype)
     v0s, vs, ws = [], [], []
     for t in range(actions.shape[0]):
         v0s.append(model.embed(params, obs[t], prev_action, prev_reward))
-        if pre is None:
-            v, w = model.plastic_step(params, w, v0s[-1])
-        else:
-            levels, w = model.plastic_sweep(params, w, v0s[-1], pre)
-            v, pre = levels[-1], torch.stack(levels[:-1], dim=-2)
+        v, state = model.plastic_update(params, state, v0s[-1])
         vs.append(v)
-        ws.append(w)
+        ws.append(state["W"])
         prev_action, prev_reward = actions[t], rewards[t]
     return torch.stack(v0s), torch.stack(vs), torch.stack(ws)
 

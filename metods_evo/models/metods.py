@@ -43,8 +43,7 @@ class MetODS:
     # The ModelConfig fields it reads (besides kind): a finished run of another model kind stays comparable when
     # these defaults change (experiments.plan_runs), and the other kinds' fields cannot change this one.
     config_fields = ("n", "depth", "activation", "alpha", "write", "write_hidden", "write_pre", "w0", "w0_std",
-                     "plastic_bound",
-                     "embed_hidden", "readout_hidden", "action_reward_inputs", "fused")
+                     "plastic_bound", "embed_hidden", "readout_hidden", "action_reward_inputs", "fused")
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
@@ -120,14 +119,18 @@ class MetODS:
         """Plastic state at episode start: ``{"W": [P, E, N, N]}``, and with ``write_pre = 'previous'`` the
         previous step's vectors v_0..v_{S-1}, ``"pre": [P, E, S, N]``, zero at an episode's start (no previous step)."""
         p, n = params["f_b"].shape[0], self.cfg.n
-        state = {"W": self.initial_weights(params, num_agents, generator).expand(p, num_agents, n, n).clone()}
-        if self.writes_previous:
-            state["pre"] = params["f_b"].new_zeros(p, num_agents, self.cfg.depth, n)
-        return state
+        return self.start_state(self.initial_weights(params, num_agents, generator).expand(p, num_agents, n, n).clone())
+
+    def start_state(self, w0: Tensor) -> dict[str, Tensor]:
+        """The state at an episode's start from its weights ``w0 [..., N, N]``: ``{"W": w0}``, plus the zero previous
+        vectors ``"pre"`` where ``write_pre = 'previous'``."""
+        if not self.writes_previous:
+            return {"W": w0}
+        return {"W": w0, "pre": w0.new_zeros(*w0.shape[:-2], self.cfg.depth, w0.shape[-1])}
 
     @property
     def writes_previous(self) -> bool:
-        return getattr(self.cfg, "write_pre", "current") == "previous"
+        return self.cfg.write_pre == "previous"
 
     def replay_state(self, params: dict[str, Tensor], state0: dict[str, Tensor]) -> dict[str, Tensor]:
         """The start state of recorded episodes (``state0``, their ``initial_state``) under ``params``, for
@@ -235,14 +238,18 @@ class MetODS:
     def step(self, params: dict[str, Tensor], state: dict[str, Tensor], obs: Tensor, prev_action: Tensor,
              prev_reward: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One environment step for all P x E agents -> (policy output, value, new state)."""
-        v0 = self.embed(params, obs, prev_action, prev_reward)
-        if self.writes_previous:
-            vs, w = self.plastic_sweep(params, state["W"], v0, state["pre"])
-            out, value = self.heads(params, vs[-1])
-            return out, value, {"W": w, "pre": torch.stack(vs[:-1], dim=-2)}
-        v, w = self.plastic_step(params, state["W"], v0)
+        v, state = self.plastic_update(params, state, self.embed(params, obs, prev_action, prev_reward))
         out, value = self.heads(params, v)
-        return out, value, {"W": w}
+        return out, value, state
+
+    def plastic_update(self, params: dict[str, Tensor], state: dict[str, Tensor],
+                       v0: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The plastic layer on a whole state (what ``step`` runs between f and g) -> (``v_S``, the next state)."""
+        if not self.writes_previous:
+            v, w = self.plastic_step(params, state["W"], v0)
+            return v, {"W": w}
+        vs, w = self.plastic_sweep(params, state["W"], v0, state["pre"])
+        return vs[-1], {"W": w, "pre": torch.stack(vs[:-1], dim=-2)}
 
 
 # Below this many elements of W, a CPU batch of tiny mat-vecs is ~2x faster as one broadcast multiply and a
