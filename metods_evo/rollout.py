@@ -49,6 +49,9 @@ class RolloutResult:
     task_state: dict[str, Tensor] = field(default_factory=dict)
     """The task's state after the last step, batch ``P * E`` individual-major (e.g. each episode's hidden
     direction in the MuJoCo tasks, for evaluations that split results by it)."""
+    model_state: dict[str, Tensor] = field(default_factory=dict)
+    """The model state after the last step, ``[P, E, ...]`` and detached (MetODS: ``W_T``; an episode that ended
+    earlier is stepped on to the batch's last step); empty where compaction dropped agents or the fused kernel ran."""
 
     @property
     def valid(self) -> Tensor:
@@ -219,6 +222,7 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
                 batch = (len(rows), 1)
                 lengths, finite = all_lengths.view(-1)[rows].view(batch), all_finite.view(-1)[rows].view(batch)
                 alive = torch.ones(batch, dtype=torch.bool, device=device)
+    final_model_state = {k: v.detach() for k, v in model_state.items()} if rows is None else {}
     if rows is not None:  # back to the [P, E] grid of the result
         lengths, finite = _merge(all_lengths, lengths, rows, full), _merge(all_finite, finite, rows, full)
         _save_rows(final_state, task_state, rows)
@@ -232,7 +236,7 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     if record:
         inputs |= {"obs": torch.stack(observations).detach(), "actions": torch.stack(actions)}
     return RolloutResult(reward_trace, lengths, metrics, finite, int(lengths.sum()), model_steps, stack(log_probs),
-                         stack(values), stack(entropies), traces, inputs, task_state)
+                         stack(values), stack(entropies), traces, inputs, task_state, final_model_state)
 
 
 def _merge(whole: Tensor, x: Tensor, rows: Tensor | None, full: tuple[int, int]) -> Tensor:

@@ -134,12 +134,35 @@ class RunDir:
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, row: dict[str, Any]) -> None:
         path = self.file(METRICS)
-        new = not path.exists()
+        header = self._metrics_header()
+        if header is not None and not set(row) <= set(header):
+            header = self._widen_metrics(header, [k for k in row if k not in header])
         with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row), lineterminator="\n")
-            if new:
+            writer = csv.DictWriter(handle, fieldnames=header or list(row), restval="", lineterminator="\n")
+            if header is None:
                 writer.writeheader()
             writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+    def _metrics_header(self) -> list[str] | None:
+        path = self.file(METRICS)
+        if not path.exists():
+            return None
+        with open(path, newline="") as handle:
+            return next(csv.reader(handle), None)
+
+    def _widen_metrics(self, header: list[str], new_columns: list[str]) -> list[str]:
+        """A resumed run whose trainer now logs more columns (a newer metods-evo): the file is rewritten with the
+        new columns appended, empty on the old rows, so that no row ever lands under the wrong header."""
+        path = self.file(METRICS)
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))[1:]
+        wide = header + new_columns
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(wide)
+        writer.writerows(row + [""] * len(new_columns) for row in rows if len(row) == len(header))
+        atomic_write_bytes(path, out.getvalue().encode())
+        return wide
 
     def read_metrics(self) -> list[dict[str, float]]:
         path = self.file(METRICS)

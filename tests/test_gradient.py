@@ -253,3 +253,25 @@ def test_policy_gradient_learns_to_remember_through_plasticity(bandit_task, opti
     with torch.no_grad():
         result = rollout(trainer.model, trainer.params(), trainer.task, 500, torch.Generator().manual_seed(99))
     assert float(result.returns.mean()) > floor
+
+
+def test_trainers_log_the_saturation_of_the_batch_final_plastic_state():
+    cfg = make_config("harlow", "ppo", TINY | {"generations": "2", "model.plastic_bound": "0.02"})
+    trainer = make_trainer(cfg)
+    result = rollout(trainer.model, trainer.params(), trainer.task, 8, torch.Generator().manual_seed(0),
+                     action_mode="sample", record=True, trace=True)
+    w = result.model_state["W"]
+    assert torch.equal(w, result.trace["W"][-1])  # the state after the last step, every agent (no compaction)
+    stats = trainer.model.state_stats(result.model_state)
+    entries = [abs(x) for x in w.flatten().tolist()]
+    assert float(stats["plastic/mean_abs_w"]) == pytest.approx(sum(entries) / len(entries), rel=1e-5)
+    bound = torch.tensor(0.02).item()  # W is float32: its clip is 0.02 rounded to float32
+    at_bound = sum(x >= bound for x in entries) / len(entries)
+    assert 0 < at_bound < 1 and float(stats["plastic/w_at_bound"]) == pytest.approx(at_bound)
+    row = trainer.step()
+    assert 0 < row["plastic/w_at_bound"] < 1 and 0 < row["plastic/mean_abs_w"] <= 0.02
+    unclipped = make_config("harlow", "a2c", TINY | {"generations": "2", "model.plastic_bound": "0"})
+    row = make_trainer(unclipped).step()
+    assert math.isnan(row["plastic/w_at_bound"]) and row["plastic/mean_abs_w"] > 0
+    rl2 = make_trainer(make_config("harlow", "ppo", TINY | {"generations": "2", "model.kind": "rl2"}))
+    assert not any(key.startswith("plastic/") for key in rl2.step())  # a GRU has no plastic memory to report

@@ -16,3 +16,14 @@ def test_truncate_metrics_keeps_rows_byte_for_byte(tmp_path):
     run.truncate_metrics(9)
     assert run.file("metrics.csv").read_text().splitlines() == before[:3]
     assert [r["generation"] for r in run.read_metrics()] == [1.0, 2.0]
+
+
+def test_metrics_widen_when_a_resumed_run_logs_new_columns(tmp_path):
+    run = RunDir(tmp_path)
+    run.append_metrics({"generation": 1, "loss": 0.5})
+    run.append_metrics({"generation": 2, "loss": 0.25, "plastic/w_at_bound": 0.125})  # a newer trainer's row
+    run.append_metrics({"generation": 3, "loss": 0.75})  # and a row without it
+    lines = run.file("metrics.csv").read_text().splitlines()
+    assert lines == ["generation,loss,plastic/w_at_bound", "1,0.5,", "2,0.25,0.125", "3,0.75,"]
+    rows = run.read_metrics()
+    assert [r["generation"] for r in rows] == [1.0, 2.0, 3.0] and rows[1]["plastic/w_at_bound"] == 0.125

@@ -140,6 +140,14 @@ class MetODS:
             return dict(state0)
         return {**state0, "W": params["w0"].unsqueeze(1).expand_as(state0["W"])}
 
+    def state_stats(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """How full the plastic memory is in ``state`` (the gradient trainers log it every update, so a saturating
+        memory shows in ``metrics.csv`` without running ``analyze``): mean |W| over all entries, and the fraction
+        of entries at the clip +-``plastic_bound`` (NaN where W is not clipped)."""
+        w_abs, bound = state["W"].detach().abs(), self.cfg.plastic_bound
+        at_bound = (w_abs >= bound).float().mean() if bound > 0 else w_abs.new_tensor(math.nan)
+        return {"plastic/mean_abs_w": w_abs.mean(), "plastic/w_at_bound": at_bound}
+
     # ------------------------------------------------------------------ forward
     def embed(self, params: dict[str, Tensor], obs: Tensor, prev_action: Tensor, prev_reward: Tensor) -> Tensor:
         """f: ``[P, E, obs]``, prev action (int64 ``[P, E]``, -1 = none; or float ``[P, E, A]``), reward -> v0."""

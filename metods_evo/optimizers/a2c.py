@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metods_evo.optimizers.pg import PolicyGradientTrainer, actor_critic_loss, gae
+from metods_evo.optimizers.pg import PolicyGradientTrainer, actor_critic_loss, gae, memory_stats
 from metods_evo.rollout import rollout
 
 
@@ -28,4 +28,4 @@ class A2CTrainer(PolicyGradientTrainer):
         loss, stats = actor_critic_loss(pg, result.log_probs[:, 0], result.values[:, 0], result.entropies[:, 0],
                                         advantages, returns, mask)
         stats["pg/grad_norm"] = self.apply_gradient(loss)
-        return result.env_steps, float(result.returns.mean()), stats
+        return result.env_steps, float(result.returns.mean()), stats | memory_stats(self.model, result)

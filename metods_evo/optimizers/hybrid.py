@@ -30,7 +30,7 @@ from metods_evo.optimizers.ppo import PPOTrainer
 PLASTICITY = ("alpha", "kappa", "beta", "w0", "write_l", "write_h_w", "write_h_b", "write_o_w", "write_o_b")
 ES_KEYS = ("es/fitness_mean", "es/fitness_best", "es/fitness_std", "es/sigma_mean")
 PG_KEYS = ("pg/policy_loss", "pg/value_loss", "pg/entropy", "pg/grad_norm", "pg/lr", "pg/approx_kl",
-           "pg/clip_fraction", "pg/updates")
+           "pg/clip_fraction", "pg/updates", "plastic/mean_abs_w", "plastic/w_at_bound")
 GRADIENT = {"ppo": PPOTrainer, "a2c": A2CTrainer}
 
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from metods_evo.config import PGConfig, RunConfig, generation_seed
 from metods_evo.models import build_model
+from metods_evo.rollout import RolloutResult
 from metods_evo.tasks import make_task
 
 
@@ -34,6 +35,13 @@ def gae(rewards: Tensor, values: Tensor, valid: Tensor, gamma: float, lam: float
         advantages[t] = running * mask[t]
         next_value = values[t]
     return advantages, (advantages + values) * mask
+
+
+def memory_stats(model, result: RolloutResult) -> dict[str, Tensor]:
+    """The model's own statistics of its state at the batch's last step (MetODS: saturation of W; {} for models
+    without ``state_stats``), logged beside the losses."""
+    state_stats = getattr(model, "state_stats", None)
+    return state_stats(result.model_state) if state_stats is not None and result.model_state else {}
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metods_evo.optimizers.pg import PolicyGradientTrainer, actor_critic_loss, gae
+from metods_evo.optimizers.pg import PolicyGradientTrainer, actor_critic_loss, gae, memory_stats
 from metods_evo.rollout import episodes_of, replay, rollout
 
 
@@ -51,4 +51,5 @@ class PPOTrainer(PolicyGradientTrainer):
             if pg.target_kl > 0 and float(torch.stack(kl).mean()) > pg.target_kl:
                 break
         stats = {key: value / updates for key, value in sums.items()} | {"pg/updates": torch.tensor(float(updates))}
+        stats |= memory_stats(self.model, result)  # of the batch that was played (before this update)
         return result.env_steps, float(result.returns.mean()), stats
