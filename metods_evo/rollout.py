@@ -50,8 +50,9 @@ class RolloutResult:
     """The task's state after the last step, batch ``P * E`` individual-major (e.g. each episode's hidden
     direction in the MuJoCo tasks, for evaluations that split results by it)."""
     model_state: dict[str, Tensor] = field(default_factory=dict)
-    """The model state after the last step, ``[P, E, ...]`` and detached (MetODS: ``W_T``; an episode that ended
-    earlier is stepped on to the batch's last step); empty where compaction dropped agents or the fused kernel ran."""
+    """With ``record=True``: the model state after the last step, ``[P, E, ...]``, detached (MetODS: ``W_T``; an
+    episode that ended earlier is stepped on to the batch's last step). Empty otherwise, so that a scoring rollout
+    of a large population does not hold its ``[P, E, N, N]`` weights past its return."""
 
     @property
     def valid(self) -> Tensor:
@@ -222,7 +223,7 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
                 batch = (len(rows), 1)
                 lengths, finite = all_lengths.view(-1)[rows].view(batch), all_finite.view(-1)[rows].view(batch)
                 alive = torch.ones(batch, dtype=torch.bool, device=device)
-    final_model_state = {k: v.detach() for k, v in model_state.items()} if rows is None else {}
+    final_model_state = {k: v.detach() for k, v in model_state.items()} if record else {}  # record: never compact
     if rows is not None:  # back to the [P, E] grid of the result
         lengths, finite = _merge(all_lengths, lengths, rows, full), _merge(all_finite, finite, rows, full)
         _save_rows(final_state, task_state, rows)

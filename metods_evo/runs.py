@@ -157,12 +157,13 @@ class RunDir:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))[1:]
         wide = header + new_columns
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(wide)
-        writer.writerows(row + [""] * len(new_columns) for row in rows if len(row) == len(header))
-        atomic_write_bytes(path, out.getvalue().encode())
+        self._rewrite_metrics([wide, *(row + [""] * len(new_columns) for row in rows if len(row) == len(header))])
         return wide
+
+    def _rewrite_metrics(self, rows: list[list[str]]) -> None:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(rows)
+        atomic_write_bytes(self.file(METRICS), out.getvalue().encode())
 
     def read_metrics(self) -> list[dict[str, float]]:
         path = self.file(METRICS)
@@ -195,9 +196,7 @@ class RunDir:
         if len(kept) == 1:
             path.unlink()
             return
-        out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerows(kept)
-        atomic_write_bytes(path, out.getvalue().encode())
+        self._rewrite_metrics(kept)
 
 
 def _fmt(value: Any) -> str:
