@@ -74,7 +74,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         # in tanh's flat zone) and stalls at 75-80 (runs/maze-pilots; `analyze`'s saturation.png shows it).
         # The -g0.8 arms: MetODS's preset and RL2 with PPO's discount at 0.8 instead of 0.9 (inherited from Harlow); at
         # 0.8 both learn faster and go further (runs/maze-pilots: RL2 seed 0 0.7 / 0.8 / 0.9 / 0.97: 126.8 / 129.2 /
-        # 119.8 / 89.7). metods-s1-n96-w0-g0.8 joins the two levers that helped MetODS most: N = 96 at discount 0.8.
+        # 119.8 / 89.7). metods-s1-n96-w0-g0.8 joins the two levers that helped MetODS most: N = 96 at discount 0.8;
+        # -pre- adds the pre-before-post write (model.write_pre=previous), MetODS's best 8x8 row, not yet RL2's level.
         arms=(Arm("metods", "ppo"),
               Arm("metods-s3-n24", "ppo", (("model.depth", "3"), *OLD_MAZE_MODEL)),
               Arm("metods-s1-n24", "ppo", OLD_MAZE_MODEL),
@@ -85,6 +86,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                   (("model.depth", "2"), ("model.n", "64"), ("model.plastic_bound", "0.3"))),
               Arm("metods-g0.8", "ppo", (("ppo.gamma", "0.8"),)),
               Arm("metods-s1-n96-w0-g0.8", "ppo", (("model.n", "96"), ("ppo.gamma", "0.8"))),
+              Arm("metods-s1-n96-w0-pre-g0.8", "ppo",
+                  (("model.n", "96"), ("model.write_pre", "previous"), ("ppo.gamma", "0.8"))),
               Arm("rl2", "ppo", (("model.kind", "rl2"),)),
               Arm("rl2-g0.8", "ppo", (("model.kind", "rl2"), ("ppo.gamma", "0.8"))),
               Arm("maml", "ppo", (("model.kind", "maml"), ("model.maml_adapt_steps", "50"))), RANDOM),

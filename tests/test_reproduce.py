@@ -27,8 +27,8 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     rows = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
             for line in (out / "table.csv").read_text().splitlines()[1:]}
     assert list(rows) == ["metods", "metods-s3-n24", "metods-s1-n24", "metods-s1-n48", "metods-s1-n48-w0",
-                          "metods-s1-n96-w0", "metods-s2-n64-w0-pb0.3", "metods-g0.8", "metods-s1-n96-w0-g0.8", "rl2",
-                          "rl2-g0.8", "maml", "random"]
+                          "metods-s1-n96-w0", "metods-s2-n64-w0-pb0.3", "metods-g0.8", "metods-s1-n96-w0-g0.8",
+                          "metods-s1-n96-w0-pre-g0.8", "rl2", "rl2-g0.8", "maml", "random"]
     for agent, values in rows.items():
         cfg = RunDir.open(out / agent / "seed0").config()
         assert cfg.model.kind == agent.split("-")[0]
@@ -45,11 +45,13 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     pinned = {"metods": (1, 8, 64, "learnt"), "metods-s3-n24": (3, 24, 0, "zero"), "metods-s1-n24": (1, 24, 0, "zero"),
               "metods-s1-n48": (1, 48, 64, "zero"), "metods-s1-n48-w0": (1, 48, 64, "learnt"),
               "metods-s1-n96-w0": (1, 96, 64, "learnt"), "metods-s2-n64-w0-pb0.3": (2, 64, 64, "learnt"),
-              "metods-g0.8": (1, 8, 64, "learnt"), "metods-s1-n96-w0-g0.8": (1, 96, 64, "learnt")}
+              "metods-g0.8": (1, 8, 64, "learnt"), "metods-s1-n96-w0-g0.8": (1, 96, 64, "learnt"),
+              "metods-s1-n96-w0-pre-g0.8": (1, 96, 64, "learnt")}
     for agent, expected in pinned.items():  # (S, N, f's hidden units, W0)
         model = RunDir.open(out / agent / "seed0").config().model
         assert (model.depth, model.n, model.embed_hidden, model.w0) == expected, agent
         assert model.plastic_bound == (0.3 if agent.endswith("-pb0.3") else 5.0), agent
+        assert model.write_pre == ("previous" if "-pre-" in agent else "current"), agent
     assert RunDir.open(out / "random" / "seed0").config().budget_steps == 1  # nothing to train
     for name in ("training.md", "training.csv", "COMMAND.md"):
         assert (out / name).is_file()
