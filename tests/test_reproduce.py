@@ -28,13 +28,14 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
             for line in (out / "table.csv").read_text().splitlines()[1:]}
     assert list(rows) == ["metods", "metods-s3-n24", "metods-s1-n24", "metods-s1-n48", "metods-s1-n48-w0",
                           "metods-s1-n96-w0", "metods-s2-n64-w0-pb0.3", "metods-g0.8", "metods-s1-n96-w0-g0.8",
-                          "metods-s1-n96-w0-pre-g0.8", "metods-s1-n96-w0-pre-g0.8-mb4", "rl2", "rl2-g0.8",
-                          "rl2-g0.8-mb4", "maml", "random"]
+                          "metods-s1-n96-w0-pre-g0.8", "metods-s1-n96-w0-pre-g0.8-mb4",
+                          "metods-s1-n96-w0-pre-g0.8-mb8", "rl2", "rl2-g0.8", "rl2-g0.8-mb4", "rl2-g0.8-mb8", "maml",
+                          "random"]
     for agent, values in rows.items():
         cfg = RunDir.open(out / agent / "seed0").config()
         assert cfg.model.kind == agent.split("-")[0]
         assert cfg.ppo.gamma == (0.8 if "-g0.8" in agent else 0.9), agent
-        assert cfg.ppo.minibatches == (4 if agent.endswith("-mb4") else 2), agent
+        assert cfg.ppo.minibatches == {"-mb4": 4, "-mb8": 8}.get(agent[-4:], 2), agent
         reports = {s: json.loads((out / agent / "seed0" / f"eval-{s}.json").read_text()) for s in ("8x8", "10x10")}
         assert reports["10x10"]["task_options"]["size"] == 10 and "size" not in reports["8x8"]["task_options"]
         for i, column in enumerate(exp.columns):  # one seed: the pooled mean and std are that run's
@@ -49,7 +50,8 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
               "metods-s1-n96-w0": (1, 96, 64, "learnt"), "metods-s2-n64-w0-pb0.3": (2, 64, 64, "learnt"),
               "metods-g0.8": (1, 8, 64, "learnt"), "metods-s1-n96-w0-g0.8": (1, 96, 64, "learnt"),
               "metods-s1-n96-w0-pre-g0.8": (1, 96, 64, "learnt"),
-              "metods-s1-n96-w0-pre-g0.8-mb4": (1, 96, 64, "learnt")}
+              "metods-s1-n96-w0-pre-g0.8-mb4": (1, 96, 64, "learnt"),
+              "metods-s1-n96-w0-pre-g0.8-mb8": (1, 96, 64, "learnt")}
     for agent, expected in pinned.items():  # (S, N, f's hidden units, W0)
         model = RunDir.open(out / agent / "seed0").config().model
         assert (model.depth, model.n, model.embed_hidden, model.w0) == expected, agent
