@@ -16,6 +16,8 @@ from metods_evo.tasks import make_task
 
 def main(run: str, decays: list[float]) -> None:
     _, cfg, theta, _ = open_agent(run)
+    if cfg.model.kind != "metods" or cfg.model.depth != 1:
+        sys.exit(f"error: {run} is not an S = 1 MetODS run (model {cfg.model.kind}, depth {cfg.model.depth})")
     model = build_model(cfg, make_task(cfg.task, device="cpu", **cfg.task_options))
     params = model.spec.unflatten(theta.float())
     print(f"{run}: learnt beta = {[round(b, 4) for b in params['beta'][0].tolist()]}")
