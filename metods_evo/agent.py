@@ -65,7 +65,7 @@ class Agent:
         return env_action(action, self.task), state
 
 
-def load_agent(run_dir: str | os.PathLike, device: str = "cpu", seed: int = 0) -> Agent:
-    """The run's best theta (``agent.pt``) wrapped as an ``Agent``."""
+def load_agent(run_dir: str | os.PathLike, device: str = "cpu", seed: int = 0, agent: str = "best") -> Agent:
+    """The run's best theta (``agent.pt``), or with ``agent="last"`` its latest checkpoint's, as an ``Agent``."""
     run = RunDir.open(run_dir)
-    return Agent(run.config(), run.load_agent_state()["theta"], device=device, seed=seed)
+    return Agent(run.config(), run.load_agent_state(agent)["theta"], device=device, seed=seed)

@@ -11,6 +11,7 @@ import sys
 import click
 
 from metods_evo.config import ConfigError, make_config, validate
+from metods_evo.runs import AGENT_CHOICES
 from metods_evo.tasks import TASKS
 
 
@@ -147,12 +148,14 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
 @click.option("--action-mode", type=click.Choice(["greedy", "sample"]), default=None,
               help="How the agent picks actions. [default: as the run was evaluated: greedy for ES, sampled for "
                    "gradient-trained runs]")
+@click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
+              help="The run's best theta (agent.pt, best periodic evaluation) or its last (latest checkpoint).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--plot", default=None, metavar="PNG",
               help="Figure of the reward per time step (and Meta-World success per rollout). [default: "
                    "RUN/evaluate.png]")
-def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) -> None:
-    """Score a run's best agent on fresh episodes: each task metric as mean ± std."""
+def evaluate(run_dir, task, sets, episodes, seed, action_mode, agent, as_json, plot) -> None:
+    """Score a run's best (or last) agent on fresh episodes: each task metric as mean ± std."""
     from metods_evo.config import generation_seed
     from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, open_agent, to_json
 
@@ -161,7 +164,7 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) ->
         if not key.startswith("task."):
             raise ConfigError(f"evaluate only takes task options (--set task.KEY=VALUE), got {key!r}")
         options[key[5:]] = value
-    run, cfg, theta, options = open_agent(run_dir, task=task, task_options=options)
+    run, cfg, theta, options = open_agent(run_dir, task=task, task_options=options, agent=agent)
     if action_mode is not None:
         cfg.eval_action_mode = action_mode
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
@@ -170,7 +173,7 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) ->
     from metods_evo.plots import plot_evaluation
 
     plot = plot or str(run.path / "evaluate.png")
-    title = f"{cfg.task} {options or ''} — {episodes} episodes, {cfg.action_mode()} actions"
+    title = f"{cfg.task} {options or ''} — {agent} theta, {episodes} episodes, {cfg.action_mode()} actions"
     plot_evaluation(report, plot, title=title)
     click.echo(f"figure: {plot}", err=True)
 
@@ -182,8 +185,12 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, as_json, plot) ->
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True, help="Episodes per seed.")
 @click.option("--seed", type=int, default=None,
               help="Episode seed. [default: each run's final-evaluation seed, the episodes of its eval*.json]")
+@click.option("--agent-a", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
+              help="A's best theta (agent.pt) or its last (latest checkpoint).")
+@click.option("--agent-b", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
+              help="B's, likewise: A and B may be one run, to pair its last theta against its best.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def paired(run_a, run_b, sets, episodes, seed, as_json) -> None:
+def paired(run_a, run_b, sets, episodes, seed, agent_a, agent_b, as_json) -> None:
     """A − B on the same episodes: two runs, or two arms of runs (seed0, seed1, ... inside) paired seed by seed."""
     from metods_evo.evaluate import to_json
     from metods_evo.paired import format_paired
@@ -194,7 +201,8 @@ def paired(run_a, run_b, sets, episodes, seed, as_json) -> None:
         if not key.startswith("task."):
             raise ConfigError(f"paired only takes task options (--set task.KEY=VALUE), got {key!r}")
         options[key[5:]] = value
-    report = paired_comparison(run_a, run_b, episodes=episodes, task_options=options, seed=seed)
+    report = paired_comparison(run_a, run_b, episodes=episodes, task_options=options, seed=seed,
+                               agents=(agent_a, agent_b))
     click.echo(to_json(report) if as_json else format_paired(report))
 
 

@@ -17,9 +17,11 @@ from metods_evo.tasks import TASKS, make_task
 EVAL_STREAM, FINAL_STREAM, USER_STREAM = 1, 2, 3  # seed streams, disjoint from the training episodes (0)
 
 
-def open_agent(path, *, task: str | None = None,
-               task_options: dict[str, Any] | None = None) -> tuple[RunDir, RunConfig, torch.Tensor, dict[str, Any]]:
-    """A run's best agent, ready to play: (run, config, best theta, ``task_options`` as coerced).
+def open_agent(path, *, task: str | None = None, task_options: dict[str, Any] | None = None,
+               agent: str = "best") -> tuple[RunDir, RunConfig, torch.Tensor, dict[str, Any]]:
+    """A run's agent, ready to play: (run, config, theta, ``task_options`` as coerced).
+
+    ``agent`` picks the theta: "best" (agent.pt, the best periodic evaluation) or "last" (the latest checkpoint's).
 
     The config is the run's, on the CPU where there is no GPU (torch threads set to the run's), with ``task``
     (default: the run's own) and ``task_options`` (e.g. ``{"size": "10"}``) applied and checked. A task whose
@@ -38,7 +40,7 @@ def open_agent(path, *, task: str | None = None,
     task_options = task_options or {}
     apply_overrides(cfg, {f"task.{key}": str(value) for key, value in task_options.items()}, TASKS[cfg.task].options())
     options = {key: cfg.task_options[key] for key in task_options}
-    theta = run.load_agent_state()["theta"]
+    theta = run.load_agent_state(agent)["theta"]
     if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
         raise ConfigError(f"{path}: task {cfg.task!r} {options or ''} has other observation / action sizes than "
                           f"{trained_on!r}, which this agent was trained on")

@@ -32,9 +32,10 @@ def seed_runs(path: str | Path) -> dict[int, Path]:
 
 
 def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_options: dict | None = None,
-           seed: int | None = None) -> dict[str, Any]:
+           seed: int | None = None, agents: tuple[str, str] = ("best", "best")) -> dict[str, Any]:
     """Play A and B on the same episodes, seed by seed (runs or arms of runs with the same seeds); ``task_options``
-    (e.g. ``{"size": "10"}``) change the task of both.
+    (e.g. ``{"size": "10"}``) change the task of both; ``agents`` picks A's and B's theta ("best" or "last"), so
+    one run's best and last thetas can be paired too.
 
     Two single runs are paired whatever their seeds. Returns ``{"pairs": [{"seed", "episodes_seed", "metrics": {name:
     stats}}], "pooled": {name: stats}}``, stats being A's and B's means, the mean per-episode difference A − B and its
@@ -48,8 +49,8 @@ def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_o
         raise ConfigError(f"{run_a} has seeds {sorted(runs_a)} and {run_b} has {sorted(runs_b)}: pair the same seeds")
     pairs, played = [], {}  # played: metric -> (A's per-episode values, B's) over all seeds
     for run_seed in sorted(runs_a):
-        _, cfg_a, theta_a, _ = open_agent(runs_a[run_seed], task_options=task_options)
-        _, cfg_b, theta_b, _ = open_agent(runs_b[run_seed], task_options=task_options)
+        _, cfg_a, theta_a, _ = open_agent(runs_a[run_seed], task_options=task_options, agent=agents[0])
+        _, cfg_b, theta_b, _ = open_agent(runs_b[run_seed], task_options=task_options, agent=agents[1])
         if (cfg_a.task, cfg_a.task_options) != (cfg_b.task, cfg_b.task_options):
             raise ConfigError(f"seed {run_seed}: A plays {cfg_a.task} {cfg_a.task_options} and B "
                               f"{cfg_b.task} {cfg_b.task_options}; pair agents of one task")
@@ -63,8 +64,8 @@ def paired(run_a: str | Path, run_b: str | Path, *, episodes: int = 1000, task_o
         pairs.append({"seed": run_seed, "episodes_seed": episodes_seed,
                       "metrics": {name: _stats(a[name], b[name]) for name in sorted(a.keys() & b.keys())}})
     pooled = {name: _stats(torch.cat(a), torch.cat(b)) for name, (a, b) in sorted(played.items())}
-    return {"a": str(run_a), "b": str(run_b), "task": cfg_a.task, "task_options": cfg_a.task_options,
-            "episodes": episodes, "pairs": pairs, "pooled": pooled}
+    return {"a": str(run_a), "b": str(run_b), "agents": list(agents), "task": cfg_a.task,
+            "task_options": cfg_a.task_options, "episodes": episodes, "pairs": pairs, "pooled": pooled}
 
 
 def _stats(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
@@ -77,7 +78,9 @@ def format_paired(report: dict[str, Any]) -> str:
     """A plain-text table: per metric, A's and B's means, A − B ± its standard error, and A − B per seed."""
     seeds = [p["seed"] for p in report["pairs"]]
     task = f"{report['task']} {report['task_options']}" if report["task_options"] else report["task"]
-    header = (f"{task} — A: {report['a']}, B: {report['b']}; "
+    a, b = ((f"{path} ({which})" if which != "best" else path)
+            for path, which in zip((report["a"], report["b"]), report.get("agents", ("best", "best"))))
+    header = (f"{task} — A: {a}, B: {b}; "
               f"{report['episodes']} episodes per seed ({', '.join(map(str, seeds))}), the same for A and B")
     names = list(report["pooled"])
     width = max(len(n) for n in names + ["metric"])

@@ -5,6 +5,7 @@
         metrics.csv     one row per generation / iteration
         checkpoint.pt   resumable state, written atomically every K generations and at the end
         agent.pt        the run's best theta so far (what ``load_agent`` returns)
+        last.pt         the theta at the latest checkpoint: the final theta once the run has ended
         eval.json       final evaluation of the best theta
         curves.png      training curves
 
@@ -20,6 +21,7 @@ import io
 import json
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,9 @@ import torch
 
 from metods_evo.config import ConfigError, RunConfig
 
-CONFIG, METRICS, CHECKPOINT, AGENT, EVAL, CURVES = (
-    "config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "eval.json", "curves.png")
+CONFIG, METRICS, CHECKPOINT, AGENT, LAST, EVAL, CURVES = (
+    "config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "last.pt", "eval.json", "curves.png")
+AGENT_CHOICES = ("best", "last")  # which theta of a run to load: agent.pt's, or last.pt's
 
 
 class RunError(ConfigError):
@@ -114,13 +117,28 @@ class RunDir:
         except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
             raise RunError(f"corrupt checkpoint {path}: {type(err).__name__}") from None
 
-    def save_agent(self, theta: torch.Tensor, info: dict[str, Any]) -> None:
-        atomic_torch_save(self.file(AGENT), {"theta": theta.detach().cpu(), **info})
+    def save_agent(self, theta: torch.Tensor, info: dict[str, Any], *, last: bool = False) -> None:
+        """Write the best theta (agent.pt) or, with ``last``, the theta of the latest checkpoint (last.pt)."""
+        atomic_torch_save(self.file(LAST if last else AGENT), {"theta": theta.detach().cpu(), **info})
 
-    def load_agent_state(self) -> dict[str, Any]:
-        path = self.file(AGENT)
+    def load_agent_state(self, which: str = "best") -> dict[str, Any]:
+        """``{"theta", "generation", ...}`` of the run's best theta (agent.pt) or its last one (last.pt).
+
+        Runs trained before last.pt existed still have a last theta where they kept checkpoint.pt: the center of
+        the checkpoint's trainer state.
+        """
+        if which not in AGENT_CHOICES:
+            raise ConfigError(f"agent must be one of {', '.join(AGENT_CHOICES)}, got {which!r}")
+        path = self.file(AGENT if which == "best" else LAST)
+        if which == "last" and not path.is_file():
+            checkpoint = self.load_checkpoint()
+            if checkpoint is None:
+                raise RunError(f"{self.path} has no last theta ({LAST} and {CHECKPOINT} missing)")
+            trainer = checkpoint["trainer"]
+            return {"theta": checkpoint_center(trainer), "generation": trainer["generation"],
+                    "env_steps": trainer["env_steps"]}
         if not path.is_file():
-            raise RunError(f"{self.path} has no trained agent yet ({AGENT} missing)")
+            raise RunError(f"{self.path} has no trained agent yet ({path.name} missing)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
             state["theta"]
@@ -197,6 +215,16 @@ class RunDir:
             path.unlink()
             return
         self._rewrite_metrics(kept)
+
+
+def checkpoint_center(trainer: dict[str, Any]) -> torch.Tensor:
+    """The theta a trainer's checkpointed state stands for: gradient theta, ES center, or the hybrid's live one."""
+    if "theta" in trainer:  # policy gradient (A2C, PPO)
+        return trainer["theta"].detach().clone().cpu()
+    if "mode" in trainer:  # hybrid: its gradient learner once it has one, else its ES searcher
+        return checkpoint_center(trainer["pg"] if trainer["pg"] is not None else trainer["es"])
+    searcher = pickle.loads(trainer["searcher"])  # ES: the evotorch searcher, pickled whole
+    return searcher.status["center"].detach().clone().cpu()
 
 
 def _fmt(value: Any) -> str:

@@ -3,7 +3,8 @@
 An optimizer ("trainer") only computes: ``step() -> metrics``, ``center() -> theta``,
 ``state_dict()`` / ``load_state_dict()``. This loop records its metrics (CSV, progress bar),
 evaluates the current theta every ``eval_every`` generations on fixed held-out episodes, keeps
-the best one as the run's agent, and writes an atomic checkpoint every ``checkpoint_every``.
+the best one as the run's agent, and writes an atomic checkpoint (and the last theta, last.pt) every
+``checkpoint_every``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             if trainer.generation % cfg.checkpoint_every == 0 or last:
                 run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
                                      "torch_rng": torch.get_rng_state()})
+                # last.pt holds no optimizer state: small enough to keep when a finished run drops checkpoint.pt
+                run.save_agent(trainer.center(), {"generation": trainer.generation, "env_steps": trainer.env_steps},
+                               last=True)
             done = last
             if bar is not None:
                 bar.update(1 if cfg.budget_steps <= 0 else trainer.env_steps - steps_before)

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import metods_evo
 from metods_evo.cli import main
+from metods_evo.runs import checkpoint_center
 
 TINY = ["--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6", "--set", "model.depth=2",
         "--set", "eval_episodes=8", "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--no-progress"]
@@ -54,7 +55,7 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
     result = cli("train", "--task", task, "--generations", "3", "--out", str(out), *TINY)
     assert result.returncode == 0, result.stderr
     assert "return" in result.stdout and f"run directory: {out}" in result.stderr
-    for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "eval.json", "curves.png"):
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "last.pt", "eval.json", "curves.png"):
         assert (out / name).is_file(), name
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and rows[0].startswith("generation,env_steps,wall_s")
@@ -162,6 +163,32 @@ def test_extending_a_budgeted_run_and_evaluating_on_an_incompatible_task(tmp_pat
     assert torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]["generation"] == steps + 2
     bad = cli("evaluate", str(out), "--task", "maze")
     assert bad.returncode == 2 and "observation / action sizes" in bad.stderr
+
+
+def test_last_theta_evaluates_and_pairs_against_the_best(tmp_path):
+    """`--agent last` plays the latest checkpoint's theta: from last.pt, or checkpoint.pt in runs without one."""
+    out = tmp_path / "run"
+    assert cli("train", "--generations", "3", "--out", str(out), *TINY, "--set", "eval_every=1").returncode == 0
+    trainer = torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["generation"] == trainer["generation"] == 3
+    assert torch.equal(last["theta"], checkpoint_center(trainer))  # the ES searcher's center
+    args = ["--episodes", "30", "--seed", "5", "--json"]
+    scores = {which: json.loads(cli("evaluate", str(out), "--agent", which, *args).stdout)["metrics"]["return"]["mean"]
+              for which in ("best", "last")}
+    same = json.loads(cli("paired", str(out), str(out), "--episodes", "30", "--seed", "5", "--json").stdout)
+    assert same["pooled"]["return"]["diff"] == 0.0 and same["agents"] == ["best", "best"]
+    pair = cli("paired", str(out), str(out), "--agent-a", "last", "--episodes", "30", "--seed", "5", "--json")
+    report = json.loads(pair.stdout)["pooled"]["return"]
+    assert report["a"] == pytest.approx(scores["last"]) and report["b"] == pytest.approx(scores["best"])
+    assert "(last)" in cli("paired", str(out), str(out), "--agent-a", "last", "--episodes", "30").stdout
+    (out / "last.pt").unlink()  # a run trained before last.pt existed: the checkpoint's center stands in
+    fallback = json.loads(cli("evaluate", str(out), "--agent", "last", *args).stdout)["metrics"]["return"]["mean"]
+    assert fallback == pytest.approx(scores["last"])
+    (out / "checkpoint.pt").unlink()
+    missing = cli_process("evaluate", str(out), "--agent", "last")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no last theta" in missing.stderr
+    assert cli("evaluate", str(out), "--episodes", "5").returncode == 0  # the best theta is still there
 
 
 def test_time_budget_stops_the_run(tmp_path):

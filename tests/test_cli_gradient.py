@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import metods_evo
 from metods_evo.cli import main
+from metods_evo.runs import checkpoint_center
 
 TINY = ["--set", "model.n=6", "--set", "model.depth=2", "--set", "eval_episodes=8", "--set", "final_eval_episodes=20",
         "--set", "eval_every=2", "--set", "a2c.episodes=8", "--set", "ppo.episodes=8", "--set", "ppo.minibatches=2",
@@ -37,6 +38,10 @@ def test_train_evaluate_load_agent(tmp_path, optimizer, task):
     assert len(rows) == 4 and header.startswith("generation,env_steps,wall_s")
     assert "train/episode_return" in header and "perf/steps_per_s" in header  # keys shared with ES
     assert json.loads((out / "config.json").read_text())["optimizer"] == optimizer
+    trainer = torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]
+    last = torch.load(out / "last.pt", weights_only=False)  # what `--agent last` reads once checkpoint.pt is gone
+    assert last["generation"] == trainer["generation"] == 4
+    assert torch.equal(last["theta"], checkpoint_center(trainer))  # the fallback for runs without last.pt
     evaluated = cli("evaluate", str(out), "--episodes", "20", "--json")
     assert evaluated.exit_code == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
