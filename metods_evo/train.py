@@ -86,11 +86,12 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             if on_generation is not None:
                 on_generation(row)
             if trainer.generation % cfg.checkpoint_every == 0 or last:
-                run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
-                                     "torch_rng": torch.get_rng_state()})
-                # last.pt holds no optimizer state: small enough to keep when a finished run drops checkpoint.pt
+                # last.pt holds no optimizer state: small enough to keep when a finished run drops checkpoint.pt.
+                # Written first: a kill in between leaves it ahead of the checkpoint, which an exact resume reaches.
                 run.save_agent(trainer.center(), {"generation": trainer.generation, "env_steps": trainer.env_steps},
                                last=True)
+                run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
+                                     "torch_rng": torch.get_rng_state()})
             done = last
             if bar is not None:
                 bar.update(1 if cfg.budget_steps <= 0 else trainer.env_steps - steps_before)

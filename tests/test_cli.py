@@ -150,6 +150,8 @@ def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
     a = torch.load(tmp_path / "long" / "checkpoint.pt", weights_only=False)["trainer"]
     b = torch.load(tmp_path / "short" / "checkpoint.pt", weights_only=False)["trainer"]
     assert a["generation"] == b["generation"] == 4 and a["env_steps"] == b["env_steps"]
+    last_long, last_short = (torch.load(tmp_path / name / "last.pt", weights_only=False) for name in ("long", "short"))
+    assert last_short["generation"] == 4 and torch.equal(last_short["theta"], last_long["theta"])
     assert json.loads((tmp_path / "short" / "config.json").read_text())["generations"] == 4
     refused = cli("train", "--resume", str(tmp_path / "short"), "--popsize", "4")
     assert refused.returncode == 2 and "only --generations" in refused.stderr
