@@ -349,15 +349,16 @@ def plot_reward_per_step(data: Episodes, path: Path, title: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- entry point
-def analyze(run_dir, out=None, episodes: int = DEFAULT_EPISODES, seed: int | None = None) -> list[Path]:
-    """Write the figures and ``analysis.json`` of a run's best agent; returns the paths written."""
+def analyze(run_dir, out=None, episodes: int = DEFAULT_EPISODES, seed: int | None = None,
+            agent: str = "best") -> list[Path]:
+    """Write the figures and ``analysis.json`` of a run's best (or ``agent="last"``) agent; returns the paths."""
     from metods_evo.agent import load_agent
 
-    agent = load_agent(run_dir)  # a missing or corrupt run raises RunError, a one-line CLI error
-    cfg = agent.cfg
+    player = load_agent(run_dir, agent=agent)  # a missing or corrupt run raises RunError, a one-line CLI error
+    cfg = player.cfg
     task = validate_task(cfg.task, cfg.task_options)
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
-    data = collect(agent.model, agent.params, task, episodes, seed, cfg.action_mode())
+    data = collect(player.model, player.params, task, episodes, seed, cfg.action_mode())
     if not (torch.isfinite(data.W).all() and torch.isfinite(data.v).all()):
         raise ConfigError(f"{run_dir}: the agent's plastic weights become non-finite; nothing to analyze")
     if int(data.valid.sum()) < 3:
@@ -371,8 +372,8 @@ def analyze(run_dir, out=None, episodes: int = DEFAULT_EPISODES, seed: int | Non
     paths = [out / name for name in ("w_pca.png", "energy.png", "delta_w.png", "reward_per_step.png",
                                      "saturation.png")]
     returns = data.metrics["return"].double()
-    report = {"run": str(run_dir), "task": cfg.task, "task_options": cfg.task_options, "episodes": episodes,
-              "seed": seed, "action_mode": cfg.action_mode(),
+    report = {"run": str(run_dir), "agent": agent, "task": cfg.task, "task_options": cfg.task_options,
+              "episodes": episodes, "seed": seed, "action_mode": cfg.action_mode(),
               "return": {"mean": float(returns.mean()), "std": float(returns.std()) if episodes > 1 else 0.0},
               "w_pca": plot_w_pca(data, paths[0], title),
               "example_episode": example,

@@ -212,7 +212,9 @@ def paired(run_a, run_b, sets, episodes, seed, agent_a, agent_b, as_json) -> Non
 @click.option("--episodes", type=click.IntRange(min=1), default=256, show_default=True,
               help="Fresh episodes played by the run's agent.")
 @click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
-def analyze(run_dir, out, episodes, seed) -> None:
+@click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
+              help="The run's best theta (agent.pt) or its last (latest checkpoint).")
+def analyze(run_dir, out, episodes, seed, agent) -> None:
     """Figures of a run's plastic weights: W-PCA, Hopfield energy, |dW| against reward, reward per step."""
     import torch
 
@@ -220,7 +222,7 @@ def analyze(run_dir, out, episodes, seed) -> None:
     from metods_evo.runs import RunDir
 
     torch.set_num_threads(RunDir.open(run_dir).config().threads)
-    for path in run_analysis(run_dir, out, episodes=episodes, seed=seed):
+    for path in run_analysis(run_dir, out, episodes=episodes, seed=seed, agent=agent):
         click.echo(str(path))
 
 
@@ -232,7 +234,9 @@ def analyze(run_dir, out, episodes, seed) -> None:
               help="Episodes per setting (the same seeded episodes for every setting).")
 @click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
 @click.option("--out", default=None, help="Folder for impairment.json / .md / .png. [default: RUN]")
-def impairment(run_dir, actuators, episodes, seed, out) -> None:
+@click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
+              help="The run's best theta (agent.pt) or its last (latest checkpoint).")
+def impairment(run_dir, actuators, episodes, seed, out, agent) -> None:
     """Robustness to damage: the run's agent with each actuator frozen, as a fraction of its intact return."""
     from pathlib import Path
 
@@ -240,7 +244,7 @@ def impairment(run_dir, actuators, episodes, seed, out) -> None:
     from metods_evo.config import generation_seed, validate_task
     from metods_evo.evaluate import USER_STREAM, open_agent
 
-    run, cfg, theta, _ = open_agent(run_dir)
+    run, cfg, theta, _ = open_agent(run_dir, agent=agent)
     if imp.TASK_OPTION not in TASKS[cfg.task].options():
         raise ConfigError(f"task {cfg.task!r} has no {imp.TASK_OPTION} option: impairment needs a MuJoCo "
                           "direction task (cheetah-dir, ant-dir)")

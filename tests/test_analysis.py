@@ -85,6 +85,15 @@ def test_default_output_goes_into_the_run(harlow_run):
     assert all((harlow_run / "analysis" / name).is_file() for name in (*FIGURES, "analysis.json"))
 
 
+def test_last_agent_is_analyzed_on_request(harlow_run, tmp_path):
+    result = cli("analyze", harlow_run, "--agent", "last", "--out", tmp_path / "last", "--episodes", 6, "--seed", 3)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "last" / "analysis.json").read_text())
+    last = load_agent(harlow_run, agent="last")
+    data = analysis.collect(last.model, last.params, make_task("harlow"), 6, 3, last.cfg.action_mode())
+    assert report["agent"] == "last" and report["return"]["mean"] == pytest.approx(float(data.metrics["return"].mean()))
+
+
 @pytest.mark.parametrize("depth, write, w0, action_mode, write_pre", [
     (1, "hebbian", "zero", "greedy", "current"), (3, "linear", "learnt", "sample", "current"),
     (2, "mlp", "random", "sample", "current"), (2, "linear", "learnt", "greedy", "previous")])

@@ -54,6 +54,9 @@ def test_cli_writes_table_json_and_figure_and_refuses_bad_input(tmp_path):
     saved = json.loads((run / "impairment.json").read_text())
     assert list(saved["frozen"]) == ["1", "4"] and saved["episodes"] == 4
     assert (run / "impairment.png").read_bytes()[:4] == b"\x89PNG"
+    last = subprocess.run(base + ["impairment", str(run), "--actuators", "1", "--episodes", "4", "--agent", "last",
+                                  "--out", str(tmp_path / "last")], capture_output=True, text=True)
+    assert last.returncode == 0 and (tmp_path / "last" / "impairment.json").is_file(), last.stderr
     for args, message in ((["--actuators", "6"], "actuators 0..5"), (["--actuators", "a"], "comma-separated")):
         bad = subprocess.run(base + ["impairment", str(run), *args], capture_output=True, text=True)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
