@@ -36,6 +36,12 @@ class OneLineErrors(click.Group):
             sys.exit(2)
 
 
+# evaluate, analyze, impairment: which of the run's thetas to play
+agent_option = click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
+                            help="The run's best theta (agent.pt, best periodic evaluation) or its last "
+                                 "(latest checkpoint).")
+
+
 def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -148,8 +154,7 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
 @click.option("--action-mode", type=click.Choice(["greedy", "sample"]), default=None,
               help="How the agent picks actions. [default: as the run was evaluated: greedy for ES, sampled for "
                    "gradient-trained runs]")
-@click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
-              help="The run's best theta (agent.pt, best periodic evaluation) or its last (latest checkpoint).")
+@agent_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--plot", default=None, metavar="PNG",
               help="Figure of the reward per time step (and Meta-World success per rollout). [default: "
@@ -212,8 +217,7 @@ def paired(run_a, run_b, sets, episodes, seed, agent_a, agent_b, as_json) -> Non
 @click.option("--episodes", type=click.IntRange(min=1), default=256, show_default=True,
               help="Fresh episodes played by the run's agent.")
 @click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
-@click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
-              help="The run's best theta (agent.pt) or its last (latest checkpoint).")
+@agent_option
 def analyze(run_dir, out, episodes, seed, agent) -> None:
     """Figures of a run's plastic weights: W-PCA, Hopfield energy, |dW| against reward, reward per step."""
     import torch
@@ -234,8 +238,7 @@ def analyze(run_dir, out, episodes, seed, agent) -> None:
               help="Episodes per setting (the same seeded episodes for every setting).")
 @click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
 @click.option("--out", default=None, help="Folder for impairment.json / .md / .png. [default: RUN]")
-@click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
-              help="The run's best theta (agent.pt) or its last (latest checkpoint).")
+@agent_option
 def impairment(run_dir, actuators, episodes, seed, out, agent) -> None:
     """Robustness to damage: the run's agent with each actuator frozen, as a fraction of its intact return."""
     from pathlib import Path

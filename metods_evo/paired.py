@@ -79,7 +79,7 @@ def format_paired(report: dict[str, Any]) -> str:
     seeds = [p["seed"] for p in report["pairs"]]
     task = f"{report['task']} {report['task_options']}" if report["task_options"] else report["task"]
     a, b = ((f"{path} ({which})" if which != "best" else path)
-            for path, which in zip((report["a"], report["b"]), report.get("agents", ("best", "best"))))
+            for path, which in zip((report["a"], report["b"]), report["agents"]))
     header = (f"{task} — A: {a}, B: {b}; "
               f"{report['episodes']} episodes per seed ({', '.join(map(str, seeds))}), the same for A and B")
     names = list(report["pooled"])
