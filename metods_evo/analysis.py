@@ -81,7 +81,7 @@ def replay_plastic(model, params: dict[str, Tensor], w0: Tensor, obs: Tensor, ac
     prev_reward = torch.zeros(rewards.shape[1:], dtype=rewards.dtype)
     v0s, vs, ws = [], [], []
     for t in range(actions.shape[0]):
-        v0s.append(model.embed(params, obs[t], prev_action, prev_reward))
+        v0s.append(model.embed(params, obs[t], prev_action, prev_reward, state.get("out")))
         v, state = model.plastic_update(params, state, v0s[-1])
         vs.append(v)
         ws.append(state["W"])

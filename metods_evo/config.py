@@ -44,6 +44,13 @@ class ModelConfig:
     v_{s-1} (x) u(v_{s-1} of the previous env step), a pre-before-post, heteroassociative write, so that reading W
     with the current input recalls what followed it before; the vectors of the previous step are carried in the
     state, zero at an episode's start)."""
+    feedback: str = "none"
+    """What the layer's output feeds back into the next step's input (beyond the paper): 'none' (the paper:
+    v0 = f(s_t, a_{t-1}, r_{t-1})) or 'diagonal' (v0 = sigma(F x_t + b + c * v_S^(t-1)), one learnt leak c_i per
+    neuron, zero at init, v_S^(t-1) carried in the state as ``out``, zero at an episode's start): the key that reads W
+    then holds the previous step's output (its read of W) besides the current input, where a 3x3 maze view alone
+    cannot tell look-alike corridors apart. No recurrent weight matrix: every mixing of neurons across time still goes
+    through the plastic W. On the 8x8 maze it lifted MetODS above RL2 (README, maze table)."""
     w0: str = "zero"
     """Initial plastic weights W0: 'zero', 'learnt' (part of theta) or 'random' (N(0, w0_std^2) per episode)."""
     w0_std: float = 0.1
@@ -351,6 +358,7 @@ CHOICES = {
     "model.alpha": ("matrix", "scalar"),
     "model.write": ("hebbian", "linear", "mlp"),
     "model.write_pre": ("current", "previous"),
+    "model.feedback": ("none", "diagonal"),
     "model.w0": ("zero", "learnt", "random"),
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
     "es.action_mode": ("greedy", "sample"),

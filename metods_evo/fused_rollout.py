@@ -354,7 +354,7 @@ def supported(model, params: dict[str, Tensor], task, num_episodes: int) -> bool
         return False
     cfg = model.cfg
     if (torch.is_grad_enabled() or cfg.write not in fused.WRITES or cfg.activation not in fused.ACTIVATION_CODES
-            or model.writes_previous or cfg.depth > fused.LANES_MAX_DEPTH or cfg.readout_hidden
+            or model.writes_previous or model.feeds_back or cfg.depth > fused.LANES_MAX_DEPTH or cfg.readout_hidden
             or num_episodes <= 0 or num_episodes % 8 != 0):
         return False
     pop = params[model.spec.names[0]].shape[0]

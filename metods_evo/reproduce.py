@@ -77,7 +77,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         # 119.8 / 89.7). metods-s1-n96-w0-g0.8 joins the two levers that helped MetODS most: N = 96 at discount 0.8;
         # -pre- adds the pre-before-post write (model.write_pre=previous), MetODS's best 8x8 row, not yet RL2's level.
         # The -mb4 / -mb8 arms: the same two agents with 4 / 8 PPO minibatches per batch (2x / 4x the updates on the
-        # same data).
+        # same data). -fb- adds the per-neuron leak of the layer's output into f (model.feedback=diagonal, beyond the
+        # paper): v0 can integrate the path taken, which a 3x3 view alone cannot tell.
         arms=(Arm("metods", "ppo"),
               Arm("metods-s3-n24", "ppo", (("model.depth", "3"), *OLD_MAZE_MODEL)),
               Arm("metods-s1-n24", "ppo", OLD_MAZE_MODEL),
@@ -94,6 +95,9 @@ EXPERIMENTS: dict[str, Experiment] = {
                   (("model.n", "96"), ("model.write_pre", "previous"), ("ppo.gamma", "0.8"), ("ppo.minibatches", "4"))),
               Arm("metods-s1-n96-w0-pre-g0.8-mb8", "ppo",
                   (("model.n", "96"), ("model.write_pre", "previous"), ("ppo.gamma", "0.8"), ("ppo.minibatches", "8"))),
+              Arm("metods-s1-n96-w0-pre-fb-g0.8-mb8", "ppo",
+                  (("model.n", "96"), ("model.write_pre", "previous"), ("model.feedback", "diagonal"),
+                   ("ppo.gamma", "0.8"), ("ppo.minibatches", "8"))),
               Arm("rl2", "ppo", (("model.kind", "rl2"),)),
               Arm("rl2-g0.8", "ppo", (("model.kind", "rl2"), ("ppo.gamma", "0.8"))),
               Arm("rl2-g0.8-mb4", "ppo", (("model.kind", "rl2"), ("ppo.gamma", "0.8"), ("ppo.minibatches", "4"))),

@@ -94,15 +94,16 @@ def test_last_agent_is_analyzed_on_request(harlow_run, tmp_path):
     assert report["agent"] == "last" and report["return"]["mean"] == pytest.approx(float(data.metrics["return"].mean()))
 
 
-@pytest.mark.parametrize("depth, write, w0, action_mode, write_pre", [
-    (1, "hebbian", "zero", "greedy", "current"), (3, "linear", "learnt", "sample", "current"),
-    (2, "mlp", "random", "sample", "current"), (2, "linear", "learnt", "greedy", "previous")])
-def test_recomputed_plastic_state_equals_the_traced_one(depth, write, w0, action_mode, write_pre):
+@pytest.mark.parametrize("depth, write, w0, action_mode, write_pre, feedback", [
+    (1, "hebbian", "zero", "greedy", "current", "none"), (3, "linear", "learnt", "sample", "current", "none"),
+    (2, "mlp", "random", "sample", "current", "none"), (2, "linear", "learnt", "greedy", "previous", "none"),
+    (1, "hebbian", "zero", "greedy", "previous", "diagonal")])
+def test_recomputed_plastic_state_equals_the_traced_one(depth, write, w0, action_mode, write_pre, feedback):
     """v is not traced: it is recomputed with the model's own functions. The same computation must give back the
     traced W bit for bit, and v must be what the policy read (its greedy actions are the traced ones)."""
     task = make_task("harlow")
-    model = MetODS(ModelConfig(n=6, depth=depth, write=write, w0=w0, write_pre=write_pre), task.obs_dim,
-                   task.num_actions)
+    model = MetODS(ModelConfig(n=6, depth=depth, write=write, w0=w0, write_pre=write_pre, feedback=feedback),
+                   task.obs_dim, task.num_actions)
     generator = torch.Generator().manual_seed(depth)
     theta = model.init_params(generator) + 0.3 * torch.randn(model.num_params, generator=generator)
     params = model.spec.unflatten(theta.unsqueeze(0))

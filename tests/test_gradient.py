@@ -58,7 +58,8 @@ def recorded_episodes(task_id="harlow", episodes=3, seed=0, **model_kwargs):
 
 
 @pytest.mark.parametrize("variant", [{}, {"w0": "random"}, {"w0": "learnt", "write": "mlp", "depth": 3},
-                                     {"write": "linear", "write_pre": "previous", "depth": 2}])
+                                     {"write": "linear", "write_pre": "previous", "depth": 2},
+                                     {"feedback": "diagonal", "write_pre": "previous", "depth": 1}])
 def test_replay_reproduces_recorded_rollout(variant):
     model, theta, result = recorded_episodes(**variant)
     inputs = result.inputs

@@ -9,10 +9,12 @@ from metods_evo.config import ModelConfig
 from metods_evo.models.metods import MetODS, coefficient_offset
 
 
-def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: int, prev_reward: float, pre=None):
+def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: int, prev_reward: float, pre=None,
+                   out=None):
     """One agent, one step, float64, written exactly as the paper's equations (no batching tricks). ``pre``
     (write_pre = 'previous'): the previous step's [v_0, ..., v_{S-1}], the writes' right-hand vectors; the step
-    also returns its own."""
+    also returns its own. ``out`` (feedback = 'diagonal'): the previous step's v_S, added as c_i * v_S,i to f's
+    pre-activation; the step returns its own v_S last."""
     cfg, n = model.cfg, model.cfg.n
     sigma = model.sigma
     onehot = torch.zeros(model.num_actions, dtype=torch.float64)
@@ -23,7 +25,10 @@ def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: in
         x = torch.cat([x, onehot * prev_reward])
     if "f_hidden_w" in p:
         x = sigma(p["f_hidden_w"] @ x + p["f_hidden_b"])
-    v = [sigma(p["f_w"] @ x + p["f_b"])]
+    pre_activation = p["f_w"] @ x + p["f_b"]
+    if out is not None:
+        pre_activation = pre_activation + p["feedback_c"] * out
+    v = [sigma(pre_activation)]
     ws = [w]
 
     def u(vec):
@@ -46,13 +51,16 @@ def reference_step(model: MetODS, p: dict, w: torch.Tensor, obs, prev_action: in
         ws.append(w_s)
     w_t = ws[-1].clamp(-cfg.plastic_bound, cfg.plastic_bound) if cfg.plastic_bound > 0 else ws[-1]
     g_in = sigma(p["g_hidden_w"] @ v[-1] + p["g_hidden_b"]) if "g_hidden_w" in p else v[-1]
-    return p["policy_w"] @ g_in + p["policy_b"], (p["value_w"] @ g_in + p["value_b"])[0], w_t, v[:-1]
+    return p["policy_w"] @ g_in + p["policy_b"], (p["value_w"] @ g_in + p["value_b"])[0], w_t, v[:-1], v[-1]
 
 
 VARIANTS = [dict(depth=d, alpha=a, write=wr) for d, a, wr in
             itertools.product([1, 2, 3, 4], ["matrix", "scalar"], ["hebbian", "linear", "mlp"])]
 VARIANTS += [dict(depth=d, alpha="matrix", write=wr, write_pre="previous") for d, wr in
              itertools.product([1, 2, 3], ["hebbian", "linear", "mlp"])]
+VARIANTS += [dict(depth=d, alpha="matrix", write=wr, feedback="diagonal", **pre) for d, wr, pre in
+             [(1, "hebbian", {}), (2, "linear", {}), (1, "hebbian", {"write_pre": "previous"}),
+              (3, "mlp", {"write_pre": "previous"})]]
 
 
 def random_theta(model: MetODS, seed: int) -> torch.Tensor:
@@ -61,7 +69,7 @@ def random_theta(model: MetODS, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"S{v['depth']}-{v['alpha']}-{v['write']}"
-                         + ("-pre" if "write_pre" in v else ""))
+                         + ("-pre" if "write_pre" in v else "") + ("-feedback" if "feedback" in v else ""))
 def test_batched_step_matches_reference(variant):
     cfg = ModelConfig(n=6, plastic_bound=1.5, embed_hidden=3 if variant["depth"] == 2 else 0,
                       readout_hidden=4 if variant["depth"] in (1, 3) else 0,
@@ -75,6 +83,7 @@ def test_batched_step_matches_reference(variant):
     state["W"] = 0.5 * torch.randn(pop, agents, 6, 6, generator=g, dtype=torch.float64)
     ref_w = state["W"].clone()
     ref_pre = [[None if "pre" not in state else list(state["pre"][i, j]) for j in range(agents)] for i in range(pop)]
+    ref_out = [[None if "out" not in state else state["out"][i, j] for j in range(agents)] for i in range(pop)]
     for t in range(steps):
         obs = torch.randn(pop, agents, 5, generator=g, dtype=torch.float64)
         act = torch.randint(-1 if t == 0 else 0, 3, (pop, agents), generator=g)
@@ -83,14 +92,40 @@ def test_batched_step_matches_reference(variant):
             logits, value, state = model.step(params, state, obs, act, rew)
         for i, j in itertools.product(range(pop), range(agents)):
             p_i = {k: v[i] for k, v in params.items()}
-            ref_logits, ref_value, ref_w[i, j], levels = reference_step(
-                model, p_i, ref_w[i, j], obs[i, j], int(act[i, j]), float(rew[i, j]), ref_pre[i][j])
+            ref_logits, ref_value, ref_w[i, j], levels, v_s = reference_step(
+                model, p_i, ref_w[i, j], obs[i, j], int(act[i, j]), float(rew[i, j]), ref_pre[i][j], ref_out[i][j])
+            if "out" in state:
+                ref_out[i][j] = v_s
+                torch.testing.assert_close(state["out"][i, j], v_s, rtol=1e-9, atol=1e-9)
             if "pre" in state:
                 ref_pre[i][j] = levels
                 torch.testing.assert_close(state["pre"][i, j], torch.stack(levels), rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(logits[i, j], ref_logits, rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(value[i, j], ref_value, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(state["W"], ref_w, rtol=1e-9, atol=1e-9)
+
+
+def test_feedback_starts_as_the_papers_model():
+    """feedback = 'diagonal' adds one leak per neuron, zero at init: from init_params it plays the paper's model's
+    episodes exactly (the same theta for both, less the leak), and a non-zero leak changes them."""
+    from metods_evo.rollout import rollout
+    from metods_evo.tasks import make_task
+
+    task = make_task("maze", size=6)
+    plain = MetODS(ModelConfig(n=8, depth=1, write_pre="previous"), task.obs_dim, task.num_actions)
+    fed = MetODS(ModelConfig(n=8, depth=1, write_pre="previous", feedback="diagonal"), task.obs_dim, task.num_actions)
+    assert fed.num_params == plain.num_params + 8
+    theta = fed.init_params(torch.Generator().manual_seed(0))
+    params = fed.spec.unflatten(theta.unsqueeze(0))
+    assert torch.equal(params["feedback_c"], torch.zeros(1, 8))
+    plain_params = {k: v for k, v in params.items() if k != "feedback_c"}
+
+    def play(model, p):
+        with torch.no_grad():
+            return rollout(model, p, task, 8, torch.Generator().manual_seed(3), action_mode="sample").rewards
+
+    assert torch.equal(play(fed, params), play(plain, plain_params))
+    assert not torch.equal(play(fed, {**params, "feedback_c": torch.full((1, 8), 2.0)}), play(plain, plain_params))
 
 
 def test_depth_one_is_a_hebbian_update():

@@ -15,7 +15,7 @@ from metods_evo.tasks import make_task
 # A small base config (every kind builds from it) and another valid value for every ModelConfig field.
 BASE = dict(n=6, depth=2, write="linear", hidden=8, maml_adapt_steps=2)
 OTHER = dict(n=5, depth=1, activation="relu", alpha="scalar", write="mlp", write_hidden=4, write_pre="previous",
-             w0="random", w0_std=0.3,
+             feedback="diagonal", w0="random", w0_std=0.3,
              plastic_bound=2.0, embed_hidden=4, readout_hidden=4, action_reward_inputs=True, fused="off", hidden=5,
              maml_adapt_steps=3, maml_inner_steps=2, maml_inner_lr=0.3, maml_first_order=True)
 

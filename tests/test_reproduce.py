@@ -29,7 +29,8 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
     assert list(rows) == ["metods", "metods-s3-n24", "metods-s1-n24", "metods-s1-n48", "metods-s1-n48-w0",
                           "metods-s1-n96-w0", "metods-s2-n64-w0-pb0.3", "metods-g0.8", "metods-s1-n96-w0-g0.8",
                           "metods-s1-n96-w0-pre-g0.8", "metods-s1-n96-w0-pre-g0.8-mb4",
-                          "metods-s1-n96-w0-pre-g0.8-mb8", "rl2", "rl2-g0.8", "rl2-g0.8-mb4", "rl2-g0.8-mb8", "maml",
+                          "metods-s1-n96-w0-pre-g0.8-mb8", "metods-s1-n96-w0-pre-fb-g0.8-mb8", "rl2", "rl2-g0.8",
+                          "rl2-g0.8-mb4", "rl2-g0.8-mb8", "maml",
                           "random"]
     for agent, values in rows.items():
         cfg = RunDir.open(out / agent / "seed0").config()
@@ -51,12 +52,14 @@ def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_
               "metods-g0.8": (1, 8, 64, "learnt"), "metods-s1-n96-w0-g0.8": (1, 96, 64, "learnt"),
               "metods-s1-n96-w0-pre-g0.8": (1, 96, 64, "learnt"),
               "metods-s1-n96-w0-pre-g0.8-mb4": (1, 96, 64, "learnt"),
-              "metods-s1-n96-w0-pre-g0.8-mb8": (1, 96, 64, "learnt")}
+              "metods-s1-n96-w0-pre-g0.8-mb8": (1, 96, 64, "learnt"),
+              "metods-s1-n96-w0-pre-fb-g0.8-mb8": (1, 96, 64, "learnt")}
     for agent, expected in pinned.items():  # (S, N, f's hidden units, W0)
         model = RunDir.open(out / agent / "seed0").config().model
         assert (model.depth, model.n, model.embed_hidden, model.w0) == expected, agent
         assert model.plastic_bound == (0.3 if agent.endswith("-pb0.3") else 5.0), agent
         assert model.write_pre == ("previous" if "-pre-" in agent else "current"), agent
+        assert model.feedback == ("diagonal" if "-fb-" in agent else "none"), agent
     assert RunDir.open(out / "random" / "seed0").config().budget_steps == 1  # nothing to train
     for name in ("training.md", "training.csv", "COMMAND.md"):
         assert (out / name).is_file()

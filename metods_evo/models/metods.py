@@ -42,8 +42,8 @@ class MetODS:
 
     # The ModelConfig fields it reads (besides kind): a finished run of another model kind stays comparable when
     # these defaults change (experiments.plan_runs), and the other kinds' fields cannot change this one.
-    config_fields = ("n", "depth", "activation", "alpha", "write", "write_hidden", "write_pre", "w0", "w0_std",
-                     "plastic_bound", "embed_hidden", "readout_hidden", "action_reward_inputs", "fused")
+    config_fields = ("n", "depth", "activation", "alpha", "write", "write_hidden", "write_pre", "feedback", "w0",
+                     "w0_std", "plastic_bound", "embed_hidden", "readout_hidden", "action_reward_inputs", "fused")
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
@@ -57,6 +57,8 @@ class MetODS:
         if h:
             shapes |= {"f_hidden_w": (h, self.input_dim), "f_hidden_b": (h,)}
         shapes |= {"f_w": (n, h or self.input_dim), "f_b": (n,)}
+        if cfg.feedback == "diagonal":
+            shapes |= {"feedback_c": (n,)}
         shapes |= {"alpha": (n, n) if cfg.alpha == "matrix" else (1,)}
         shapes |= {"kappa": (self.num_coefficients,), "beta": (self.num_coefficients,)}
         if cfg.w0 == "learnt":
@@ -123,14 +125,22 @@ class MetODS:
 
     def start_state(self, w0: Tensor) -> dict[str, Tensor]:
         """The state at an episode's start from its weights ``w0 [..., N, N]``: ``{"W": w0}``, plus the zero previous
-        vectors ``"pre"`` where ``write_pre = 'previous'``."""
-        if not self.writes_previous:
-            return {"W": w0}
-        return {"W": w0, "pre": w0.new_zeros(*w0.shape[:-2], self.cfg.depth, w0.shape[-1])}
+        vectors ``"pre"`` where ``write_pre = 'previous'`` and the zero previous output ``"out"`` where
+        ``feedback = 'diagonal'``."""
+        state = {"W": w0}
+        if self.writes_previous:
+            state["pre"] = w0.new_zeros(*w0.shape[:-2], self.cfg.depth, w0.shape[-1])
+        if self.feeds_back:
+            state["out"] = w0.new_zeros(*w0.shape[:-1])
+        return state
 
     @property
     def writes_previous(self) -> bool:
         return self.cfg.write_pre == "previous"
+
+    @property
+    def feeds_back(self) -> bool:
+        return self.cfg.feedback == "diagonal"
 
     def replay_state(self, params: dict[str, Tensor], state0: dict[str, Tensor]) -> dict[str, Tensor]:
         """The start state of recorded episodes (``state0``, their ``initial_state``) under ``params``, for
@@ -149,15 +159,23 @@ class MetODS:
         return {"plastic/mean_abs_w": w_abs.mean(), "plastic/w_at_bound": at_bound}
 
     # ------------------------------------------------------------------ forward
-    def embed(self, params: dict[str, Tensor], obs: Tensor, prev_action: Tensor, prev_reward: Tensor) -> Tensor:
-        """f: ``[P, E, obs]``, prev action (int64 ``[P, E]``, -1 = none; or float ``[P, E, A]``), reward -> v0."""
+    def embed(self, params: dict[str, Tensor], obs: Tensor, prev_action: Tensor, prev_reward: Tensor,
+              feedback: Tensor | None = None) -> Tensor:
+        """f: ``[P, E, obs]``, prev action (int64 ``[P, E]``, -1 = none; or float ``[P, E, A]``), reward -> v0.
+        ``feedback [P, E, N]`` (``feedback = 'diagonal'``): the previous step's v_S, added as c * v_S to the
+        pre-activation (``state["out"]``; ``step`` passes it)."""
+        if self.feeds_back and feedback is None:
+            raise ValueError("model.feedback = 'diagonal' needs the previous step's output: pass feedback (see step)")
         action_in = action_input(prev_action, self.num_actions, obs.dtype)
         reward = prev_reward.unsqueeze(-1).to(obs.dtype)
         parts = [obs, action_in, reward] + ([action_in * reward] if self.cfg.action_reward_inputs else [])
         x = torch.cat(parts, dim=-1)
         if "f_hidden_w" in params:
             x = self.sigma(_linear(x, params["f_hidden_w"], params["f_hidden_b"]))
-        return self.sigma(_linear(x, params["f_w"], params["f_b"]))
+        pre_activation = _linear(x, params["f_w"], params["f_b"])
+        if self.feeds_back:
+            pre_activation = pre_activation + params["feedback_c"].unsqueeze(1) * feedback
+        return self.sigma(pre_activation)
 
     def write_vector(self, params: dict[str, Tensor], v: Tensor) -> Tensor:
         """u(v), the right-hand factor of the outer product of the write."""
@@ -246,7 +264,8 @@ class MetODS:
     def step(self, params: dict[str, Tensor], state: dict[str, Tensor], obs: Tensor, prev_action: Tensor,
              prev_reward: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One environment step for all P x E agents -> (policy output, value, new state)."""
-        v, state = self.plastic_update(params, state, self.embed(params, obs, prev_action, prev_reward))
+        v0 = self.embed(params, obs, prev_action, prev_reward, state.get("out"))
+        v, state = self.plastic_update(params, state, v0)
         out, value = self.heads(params, v)
         return out, value, state
 
@@ -255,9 +274,13 @@ class MetODS:
         """The plastic layer on a whole state (what ``step`` runs between f and g) -> (``v_S``, the next state)."""
         if not self.writes_previous:
             v, w = self.plastic_step(params, state["W"], v0)
-            return v, {"W": w}
-        vs, w = self.plastic_sweep(params, state["W"], v0, state["pre"])
-        return vs[-1], {"W": w, "pre": torch.stack(vs[:-1], dim=-2)}
+            new_state = {"W": w}
+        else:
+            vs, w = self.plastic_sweep(params, state["W"], v0, state["pre"])
+            v, new_state = vs[-1], {"W": w, "pre": torch.stack(vs[:-1], dim=-2)}
+        if self.feeds_back:
+            new_state["out"] = v
+        return v, new_state
 
 
 # Below this many elements of W, a CPU batch of tiny mat-vecs is ~2x faster as one broadcast multiply and a
