@@ -78,7 +78,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         # -pre- adds the pre-before-post write (model.write_pre=previous), MetODS's best 8x8 row, not yet RL2's level.
         # The -mb4 / -mb8 arms: the same two agents with 4 / 8 PPO minibatches per batch (2x / 4x the updates on the
         # same data). -fb- adds the per-neuron leak of the layer's output into f (model.feedback=diagonal, beyond the
-        # paper): v0 can integrate the path taken, which a 3x3 view alone cannot tell.
+        # paper): the key that reads W also holds the previous step's output, where a 3x3 view alone aliases cells.
         arms=(Arm("metods", "ppo"),
               Arm("metods-s3-n24", "ppo", (("model.depth", "3"), *OLD_MAZE_MODEL)),
               Arm("metods-s1-n24", "ppo", OLD_MAZE_MODEL),

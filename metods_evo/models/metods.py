@@ -10,7 +10,9 @@ Per environment step (Algorithm 1 of Chalvidal et al., 2022), with W the plastic
 
 with u(v) = v (hebbian), L v (linear) or MLP(v) (mlp). With ``model.write_pre = 'previous'`` (beyond the paper)
 the write's right-hand factor is u of the same level's vector one env step earlier, v_{s-1}^(t-1), carried in the
-state as ``pre``. ``(x)`` is the outer product
+state as ``pre``. With ``model.feedback = 'diagonal'`` (beyond the paper) f's pre-activation also gets
+c * v_S of the previous env step (one learnt c_i per neuron, zero at init), carried in the state as ``out``.
+``(x)`` is the outer product
 (a (x) b)_{ij} = a_i b_j, and (W v)_i = sum_j W_ij v_j. kappa and beta hold S(S+3)/2 scalars each.
 
 Every parameter tensor carries a leading population axis P and the plastic state is
@@ -57,7 +59,7 @@ class MetODS:
         if h:
             shapes |= {"f_hidden_w": (h, self.input_dim), "f_hidden_b": (h,)}
         shapes |= {"f_w": (n, h or self.input_dim), "f_b": (n,)}
-        if cfg.feedback == "diagonal":
+        if self.feeds_back:
             shapes |= {"feedback_c": (n,)}
         shapes |= {"alpha": (n, n) if cfg.alpha == "matrix" else (1,)}
         shapes |= {"kappa": (self.num_coefficients,), "beta": (self.num_coefficients,)}
