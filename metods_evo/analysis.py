@@ -14,7 +14,7 @@
 * ``saturation.png``: whether the plastic memory saturates within an episode, per step: mean |W_t| and the
   fraction of its entries clipped at ``model.plastic_bound``, and the fraction of the first read's
   pre-activations W_{t-1} v0 where sigma is flat (sigma' below a tenth of its value at 0; tanh and sigmoid only).
-  A saturated read passes almost no gradient: this is how the S = 2 maze stall was found (``runs/maze-pilots``).
+  A saturated read passes almost no gradient: this is how the S = 2 maze stall was found (docs/lab-notes.md).
 * ``analysis.json``: the numbers behind the figures.
 
 The rollout traces W but not v, so v is recomputed from the traced inputs with the model's own ``embed`` and

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from metods_evo.config import ConfigError, make_config, validate
+from metods_evo.config import MAX_SEED, ConfigError, make_config, validate
 from metods_evo.runs import AGENT_CHOICES
 from metods_evo.tasks import TASKS
 
@@ -40,6 +40,9 @@ class OneLineErrors(click.Group):
 agent_option = click.option("--agent", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
                             help="The run's best theta (agent.pt, best periodic evaluation) or its last "
                                  "(latest checkpoint).")
+
+
+SEED = click.IntRange(0, MAX_SEED)  # what torch's generators take (config.MAX_SEED)
 
 
 def parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -102,7 +105,7 @@ def tasks() -> None:
 @click.option("--popsize", type=int, default=None, help="Population size.")
 @click.option("--generations", type=int, default=None, help="Number of generations.")
 @click.option("--budget-steps", type=int, default=None, help="Stop after this many environment steps instead.")
-@click.option("--seed", type=int, default=None, help="Seed of the whole run. [default: 0]")
+@click.option("--seed", type=SEED, default=None, help="Seed of the whole run. [default: 0]")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N. [default: cpu]")
 @click.option("--num-actors", type=int, default=None, help="Ray actors for population evaluation. [default: 0]")
 @click.option("--out", default=None, help="New run directory. [default: runs/<task>__<opt>__s<seed>__<time>]")
@@ -125,21 +128,33 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
                               "--budget-steps may be given, to extend it")
         run = RunDir.open(resume)
         cfg = run.config()
-        if generations is not None or budget_steps is not None:
+        extended = generations is not None or budget_steps is not None
+        if extended:
             # Extending a run: the same search continued under the new limit, which replaces the old ones.
             cfg.generations = generations if generations is not None else cfg.generations
             cfg.budget_steps = budget_steps if budget_steps is not None else 0
             cfg.max_minutes = 0.0
-            validate(cfg)
+        validate(cfg)
+        run.check_resumable(cfg)  # everything checked before the first write
+        if extended:
             run.save_config(cfg)
     else:
+        es_flags = {"--algorithm": algorithm, "--popsize": popsize, "--num-actors": num_actors}
+        unused = [flag for flag, value in es_flags.items() if value is not None]
+        if unused and (optimizer or "es") in ("a2c", "ppo"):
+            raise ConfigError(f"{', '.join(unused)}: ES settings, which --optimizer {optimizer} does not use")
         flags = {"es.algorithm": algorithm, "es.popsize": popsize, "generations": generations,
                  "budget_steps": budget_steps, "seed": seed, "device": device, "es.num_actors": num_actors}
         overrides = {k: str(v) for k, v in flags.items() if v is not None} | parse_sets(sets)
         cfg = make_config(task or "harlow", optimizer or "es", overrides)
         run = RunDir.create(cfg, out)
     click.echo(f"run directory: {run.path}", err=True)
-    report = run_training(cfg, run, resume=resume is not None, progress=progress)
+    try:
+        report = run_training(cfg, run, resume=resume is not None, progress=progress)
+    except Exception:
+        if resume is None:
+            run.discard_if_untrained()  # a new run that failed before its first generation leaves nothing behind
+        raise
     click.echo(format_table(report))
     click.echo(f"best theta from generation {report['generation']}, {report['env_steps']:,} env steps, "
                f"{report['wall_s']:.0f} s; files in {run.path}")
@@ -150,20 +165,22 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
 @click.option("--task", default=None, help="Evaluate on another registered task (same observation/action sizes).")
 @click.option("--set", "sets", multiple=True, metavar="task.KEY=VALUE", help="Task options, e.g. task.size=10.")
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--seed", type=int, default=None, help="Evaluation seed. [default: derived from the run's seed]")
+@click.option("--seed", type=SEED, default=None, help="Evaluation seed. [default: derived from the run's seed]")
 @click.option("--action-mode", type=click.Choice(["greedy", "sample"]), default=None,
               help="How the agent picks actions. [default: as the run was evaluated: greedy for ES, sampled for "
                    "gradient-trained runs]")
 @agent_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--plot", default=None, metavar="PNG",
-              help="Figure of the reward per time step (and Meta-World success per rollout). [default: "
-                   "RUN/evaluate.png]")
+              help="Also write a figure of the reward per time step (and Meta-World success per rollout) to PNG "
+                   "(.png, .pdf, .svg ...).")
 def evaluate(run_dir, task, sets, episodes, seed, action_mode, agent, as_json, plot) -> None:
     """Score a run's best (or last) agent on fresh episodes: each task metric as mean ± std."""
     from metods_evo.config import generation_seed
     from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, open_agent, to_json
 
+    if plot is not None:
+        check_figure_path(plot)
     options = {}
     for key, value in parse_sets(sets).items():
         if not key.startswith("task."):
@@ -175,12 +192,30 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, agent, as_json, p
     seed = seed if seed is not None else generation_seed(cfg.seed, 0, USER_STREAM)
     report = evaluate_theta(cfg, theta, episodes, seed, task_options=options)
     click.echo(to_json(report) if as_json else format_table(report))
-    from metods_evo.plots import plot_evaluation
+    if plot is not None:
+        from metods_evo.plots import plot_evaluation
 
-    plot = plot or str(run.path / "evaluate.png")
-    title = f"{cfg.task} {options or ''} — {agent} theta, {episodes} episodes, {cfg.action_mode()} actions"
-    plot_evaluation(report, plot, title=title)
-    click.echo(f"figure: {plot}", err=True)
+        title = f"{cfg.task} {options or ''} — {agent} theta, {episodes} episodes, {cfg.action_mode()} actions"
+        plot_evaluation(report, plot, title=title)
+        click.echo(f"figure: {plot}", err=True)
+
+
+def check_figure_path(path: str) -> None:
+    """A figure's path must name a format matplotlib writes, in a writable directory: checked before the work."""
+    import os
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    target = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if target.suffix.lstrip(".").lower() not in formats:
+        raise ConfigError(f"--plot {path}: name a figure file ending in .{', .'.join(sorted(formats))}")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--plot {path}: no directory {folder}")
+    if target.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"--plot {path}: cannot write there")
 
 
 @main.command()
@@ -188,7 +223,7 @@ def evaluate(run_dir, task, sets, episodes, seed, action_mode, agent, as_json, p
 @click.argument("run_b", metavar="B")
 @click.option("--set", "sets", multiple=True, metavar="task.KEY=VALUE", help="Task options, e.g. task.size=10.")
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True, help="Episodes per seed.")
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=SEED, default=None,
               help="Episode seed. [default: each run's final-evaluation seed, the episodes of its eval*.json]")
 @click.option("--agent-a", type=click.Choice(AGENT_CHOICES), default="best", show_default=True,
               help="A's best theta (agent.pt) or its last (latest checkpoint).")
@@ -216,7 +251,7 @@ def paired(run_a, run_b, sets, episodes, seed, agent_a, agent_b, as_json) -> Non
 @click.option("--out", default=None, help="Folder for the figures and analysis.json. [default: RUN/analysis]")
 @click.option("--episodes", type=click.IntRange(min=1), default=256, show_default=True,
               help="Fresh episodes played by the run's agent.")
-@click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
+@click.option("--seed", type=SEED, default=None, help="Episode seed. [default: derived from the run's seed]")
 @agent_option
 def analyze(run_dir, out, episodes, seed, agent) -> None:
     """Figures of a run's plastic weights: W-PCA, Hopfield energy, |dW| against reward, reward per step."""
@@ -236,7 +271,7 @@ def analyze(run_dir, out, episodes, seed, agent) -> None:
               help="Actuators to freeze one at a time: 'all' or comma-separated indices.")
 @click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True,
               help="Episodes per setting (the same seeded episodes for every setting).")
-@click.option("--seed", type=int, default=None, help="Episode seed. [default: derived from the run's seed]")
+@click.option("--seed", type=SEED, default=None, help="Episode seed. [default: derived from the run's seed]")
 @click.option("--out", default=None, help="Folder for impairment.json / .md / .png. [default: RUN]")
 @agent_option
 def impairment(run_dir, actuators, episodes, seed, out, agent) -> None:
@@ -337,28 +372,47 @@ def ablate(task, variants, optimizer, seeds, budget_steps, out, sets, threshold,
 
 @main.command()
 @click.argument("experiment", metavar="EXPERIMENT")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds 0..N-1 per agent.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds 0..N-1 per agent. [default: 1 for a paper table, the headline's own for a headline]")
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Fresh evaluation episodes per setting and seed.")
+              help="Fresh evaluation episodes per setting and seed (paper tables).")
 @click.option("--quick", is_flag=True, help="A smoke run: tiny budgets and models (for tests; numbers mean nothing).")
 @click.option("--out", default=None, help="Output directory; an existing one is resumed. [default: runs/<EXPERIMENT>]")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs trained at once, one single-threaded process each.")
 @click.option("--progress/--no-progress", default=True, help="Live progress bar.")
 def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
-    """Train MetODS and the baselines for one of the paper's tables (maze-table | harlow) and write it
-    beside the paper's numbers (table.md)."""
+    """Re-make a result from scratch with today's code.
+
+    EXPERIMENT is one of the paper's tables (maze-table | harlow: MetODS and the baselines beside the paper's
+    numbers, table.md) or one or more of the README's headline results, comma-separated, or `headlines` for all
+    of them (the reproduction gate: each trained on every seed, a pass/fail table in gate.md; exit code 1 when a
+    seed misses its threshold).
+    """
+    from metods_evo.gate import HEADLINES, gate
     from metods_evo.reproduce import EXPERIMENTS
     from metods_evo.reproduce import reproduce as run_reproduce
 
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
-    out = out or f"runs/{experiment}" + ("-quick" if quick else "")
-    result = keep_on_interrupt(out, lambda: run_reproduce(
-        experiment, out, seeds=seeds, quick=quick, episodes=episodes, jobs=jobs, progress=progress,
-        command=this_command()))
+    names = list(HEADLINES) if experiment == "headlines" else [n.strip() for n in experiment.split(",") if n.strip()]
+    if experiment in EXPERIMENTS:
+        out = out or f"runs/{experiment}" + ("-quick" if quick else "")
+        result = keep_on_interrupt(out, lambda: run_reproduce(
+            experiment, out, seeds=seeds or 1, quick=quick, episodes=episodes, jobs=jobs, progress=progress,
+            command=this_command()))
+        click.echo(result["table"])
+        click.echo(f"files in {out}: table.md, table.csv, training.md, training.png")
+        return
+    unknown = [n for n in names if n not in HEADLINES]
+    if unknown or not names:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose a paper table ({', '.join(EXPERIMENTS)}), "
+                          f"headlines ({', '.join(HEADLINES)}) or `headlines` for all of them")
+    out = out or "runs/gate" + ("-quick" if quick else "")
+    result = keep_on_interrupt(out, lambda: gate(names, out, seeds=seeds, quick=quick, jobs=jobs, progress=progress,
+                                                 command=this_command()))
     click.echo(result["table"])
-    click.echo(f"files in {out}: table.md, table.csv, training.md, training.png")
+    click.echo(f"files in {out}: gate.md and a run directory per headline and seed")
+    if not result["passed"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,15 @@ Task options are the keyword arguments of the task's class, validated against th
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
+import math
+import numbers
+import os
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -50,7 +57,7 @@ class ModelConfig:
     neuron, zero at init, v_S^(t-1) carried in the state as ``out``, zero at an episode's start): the key that reads W
     then holds the previous step's output (its read of W) besides the current input, where a 3x3 maze view alone
     cannot tell look-alike corridors apart. No recurrent weight matrix: every mixing of neurons across time still goes
-    through the plastic W. On the 8x8 maze it lifted MetODS above RL2 (README, maze table)."""
+    through the plastic W (docs/results.md, the maze table)."""
     w0: str = "zero"
     """Initial plastic weights W0: 'zero', 'learnt' (part of theta) or 'random' (N(0, w0_std^2) per episode)."""
     w0_std: float = 0.1
@@ -115,6 +122,15 @@ class ESConfig:
     """CEM: fraction of the population used as parents."""
     action_mode: str = "greedy"
     """How actions are chosen while scoring: 'greedy' (argmax) or 'sample'."""
+    ties: str = "index"
+    """How equal fitnesses are ranked: 'index' (evotorch's ranking: by the sample's place in the population, a random
+    order for independent samples), 'random' (explicitly at random, seeded per generation: a diagnostic) or 'average'
+    (equal fitness, equal utility: tied samples give the center no direction)."""
+    antithetic: str = "off"
+    """Score every individual on antithetic pairs of episodes (``Task.mirror``: the same episode with the hidden task
+    parameter reversed, e.g. Harlow's other object paying, the other direction): 'auto' where the task has such
+    twins, 'on' (an error where it has none) or 'off'. Unbiased, and the luck of an episode (Harlow's first guess)
+    cancels within each pair."""
     num_actors: int = 0
     """Ray actors to spread the population over (0: evaluate in this process)."""
     threads_per_actor: int = 1
@@ -140,7 +156,7 @@ class PGConfig:
     value_coef: float = 0.05
     """Weight of the critic's loss. The critic shares f and the plastic layer with the policy; with the usual
     0.5, fitting the (at first unpredictable) returns dominated the shared layer and the policy stayed
-    uniform on Harlow; 0.05 solved it (README, Results)."""
+    uniform on Harlow; 0.05 solved it."""
     max_grad_norm: float = 1.0
     """Gradient clipping of the whole theta (0: off)."""
     normalize_advantages: bool = True
@@ -230,10 +246,24 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        data = dict(data)
-        sections = {name: kind(**data.pop(name, {})) for name, kind in SECTIONS.items()}
-        return cls(**sections, **data)
+    def from_dict(cls, data: Any) -> RunConfig:
+        """A config from its JSON form (``config.json``) with its shape and types checked (``ConfigError`` names the
+        first bad key). Missing keys take their defaults, so configs written before a field existed still load;
+        only ``task`` and ``optimizer`` are required, as every config.json has them."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a JSON object, got {_json_type(data)}")
+        missing = [key for key in REQUIRED_KEYS if key not in data]
+        if missing:
+            raise ConfigError(f"missing {' and '.join(missing)}")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key} must be a JSON object, got {_json_type(value)}")
+                values[key] = SECTIONS[key](**{name: _typed(f"{key}.{name}", v) for name, v in value.items()})
+            else:
+                values[key] = _typed(key, value)
+        return cls(**values)
 
     def action_mode(self) -> str:
         """The action mode of evaluation and of the run's agent."""
@@ -242,24 +272,20 @@ class RunConfig:
         return self.es.action_mode if self.optimizer == "es" else "sample"
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)  # NaN is not JSON
 
 
 SECTIONS = {"model": ModelConfig, "es": ESConfig, "a2c": A2CConfig, "ppo": PPOConfig, "hybrid": HybridConfig}
 
-# Documented per-task defaults (applied before command-line flags). The linear write rule
-# (alpha * v (x) Lv) is the paper's best variant and learnt faster here too. On Harlow, PGPE stalls
-# at a "stop choosing after a loss" strategy (return ~1.9); SNES, with its per-parameter step sizes,
-# crosses to the one-shot solution by generation ~500 (see runs/harlow-es-*); 100 last generations
-# with 64 episodes per individual then remove most of the remaining rare errors.
+# Documented per-task defaults (applied before command-line flags; docs/optimizers.md explains them). The linear
+# write rule (alpha * v (x) Lv) is the paper's best variant and learnt faster here too.
 TASK_PRESETS: dict[str, dict[str, Any]] = {
     "harlow": {"model.write": "linear", "es.algorithm": "snes", "generations": 900,
                "es.late_episodes": 64, "es.late_from": 800, "eval_episodes": 1000},
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
-    # Direction tasks: as on Harlow, PGPE stalled (cheetah-dir: standing still, return ~0 after 15 M steps) where
-    # SNES learnt to run and turn with the hidden direction (runs/cheetah-dir-snes). f also sees action x reward.
-    # MuJoCo batches are small (P x E = 512 agents): the fused kernel at any size ('auto' waits for 2^20 elements
-    # of W) takes the plastic step off the serial part of each step that the simulation threads wait on.
+    # Direction tasks: SNES (PGPE stood still on cheetah-dir); f also sees action x reward. MuJoCo batches are
+    # small (P x E = 512 agents): the fused kernel at any size ('auto' waits for 2^20 elements of W) takes the
+    # plastic step off the serial part of each step that the simulation threads wait on.
     "cheetah-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True,
                     "model.fused": "any-size"},
     "ant-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True,
@@ -270,18 +296,15 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     "metaworld-push": {"eval_episodes": 10, "final_eval_episodes": 50, "model.fused": "any-size"},
     "metaworld-ml10": {"eval_episodes": 10, "final_eval_episodes": 50, "model.fused": "any-size"},
 }
-# Per (task, optimizer) settings applied after TASK_PRESETS: the documented defaults of the
-# gradient and hybrid optimizers (see the README's results for the runs that chose them).
+# Per (task, optimizer) settings applied after TASK_PRESETS: the documented defaults of the gradient and hybrid
+# optimizers (docs/lab-notes.md tells which runs chose them).
 OPTIMIZER_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("harlow", "a2c"): {"generations": 3000},
     ("harlow", "ppo"): {"generations": 800},
-    # On the maze, PPO's KL early stop (0.01, needed on Harlow) cut most epochs short and the run stalled at 17
-    # after 10 M steps; without it PPO reached 75.7 (runs/maze-compare, runs/maze-ppo-target-kl-0.01).
-    # With PPO, the maze model is the best MetODS of runs/maze-table (10 M steps): S = 1, N = 64, a 64-unit hidden
-    # layer in f and a learnt W0: 115.4, where the task's model (S = 3, N = 24, W0 = 0) reached 77.9, below the
-    # paper's 86.5 (the maze ablations found S = 1 learning faster; capacity and a learnt W0 each helped on every
-    # seed). ES keeps the task's model: in 12 minutes of ES each, side by side, the task's model reached 72.8 and this
-    # one 19.6 (at 51 M env steps: 37.7 against 4.7; runs/maze-es-model-check).
+    # On the maze, PPO's KL early stop (needed on Harlow) cut most epochs short and the run stalled. With PPO the
+    # maze model is S = 1, N = 64, a 64-unit hidden layer in f and a learnt W0 (the maze ablations: S = 1 learns
+    # faster, capacity and a learnt W0 each helped on every seed); ES keeps the task's smaller model, which it
+    # trains faster.
     ("maze", "ppo"): {"ppo.target_kl": 0.0, "model.depth": 1, "model.n": 64, "model.embed_hidden": 64,
                       "model.w0": "learnt"},
     ("maze", "hybrid"): {"ppo.target_kl": 0.0},
@@ -306,6 +329,24 @@ def make_config(task: str, optimizer: str = "es", overrides: dict[str, str] | No
     apply_overrides(cfg, overrides or {}, options)
     validate(cfg)
     return cfg
+
+
+REQUIRED_KEYS = ("task", "optimizer")
+MAX_SEED = 2**63 - 1  # torch's generators take 64-bit seeds; generation_seed works modulo 2^63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_THREADS = 1024  # threads, actors: past any machine's core count, and far below what overflows torch's int32
+
+
+def config_keys(task_options: dict[str, Any] | None = None) -> list[str]:
+    """Every key of a config: ``section.field``, the run fields, and ``task.OPTION`` for ``task_options``."""
+    keys = [f"{section}.{f.name}" for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)]
+    keys += [f.name for f in dataclasses.fields(RunConfig) if f.name not in (*SECTIONS, "task_options")]
+    return keys + [f"task.{name}" for name in task_options or {}]
+
+
+def _did_you_mean(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _coerce(value: str, default: Any, key: str) -> Any:
@@ -339,13 +380,17 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str], task_options: dic
         if section == "task":
             if name not in task_options:
                 raise ConfigError(f"unknown key --set {key}: task {cfg.task!r} options are "
-                                  f"{', '.join(sorted(task_options)) or 'none'}")
+                                  f"{', '.join(sorted(task_options)) or 'none'}"
+                                  f"{_did_you_mean(key, [f'task.{o}' for o in task_options])}")
             cfg.task_options[name] = _coerce(value, task_options[name], key)
             continue
         target = cfg if section == "" else getattr(cfg, section, None) if section in SECTIONS else None
         fields = {f.name for f in dataclasses.fields(target)} if target is not None else set()
         nested = (*SECTIONS, "task_options", "task")
         if target is None or name not in fields or name in nested:
+            hint = _did_you_mean(key, [k for k in config_keys(task_options) if k != "task"])
+            if hint and key != "task":
+                raise ConfigError(f"unknown key --set {key}{hint}")
             run_fields = [f.name for f in dataclasses.fields(RunConfig) if f.name not in nested]
             raise ConfigError(f"unknown key --set {key}; valid sections: task., {', '.join(s + '.' for s in SECTIONS)}"
                               f" and run fields ({', '.join(run_fields)}); the task itself is chosen with --task")
@@ -353,6 +398,86 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str], task_options: dic
     return cfg
 
 
+# ---------------------------------------------------------------------------------------------- types
+@functools.cache
+def _field_types(kind: type) -> dict[str, Any]:
+    return typing.get_type_hints(kind)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             dict: "an object"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_type(key: str, value: Any, expected: Any) -> Any:
+    """``value`` if it has the field's type, else ``ConfigError``; an integer stands for a float (JSON has one
+    number type) and becomes one. A bool is no integer here, though Python says it is."""
+    is_bool = isinstance(value, bool)
+    if expected is float and isinstance(value, numbers.Real) and not is_bool:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}={_shown(value)} is not a finite number") from None
+    if typing.get_origin(expected) is dict:  # task_options: option -> scalar
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (bool, numbers.Real, str))
+                                           for k, v in value.items()):
+            return dict(value)
+        raise ConfigError(f"{key} must be an object of options (numbers, strings, booleans), got {_shown(value)}")
+    ok = {bool: is_bool, int: isinstance(value, numbers.Integral) and not is_bool, str: isinstance(value, str)}
+    if not ok.get(expected, False):
+        name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(expected, expected)
+        raise ConfigError(f"{key} must be {name}, got {_json_type(value)} {_shown(value)}")
+    return value
+
+
+def _typed(key: str, value: Any) -> Any:
+    """``value`` of ``key`` in a config.json (``section.name`` or a run field), its type checked."""
+    section, _, name = key.rpartition(".")
+    types = _field_types(SECTIONS[section] if section else RunConfig)
+    if name not in types or (not section and name in SECTIONS):
+        raise ConfigError(f"unknown key {key}{_did_you_mean(key, config_keys())}")
+    return _check_type(key, value, types[name])
+
+
+def _sections(cfg: RunConfig):
+    """(prefix, object, dataclass) of the run fields and of every section."""
+    yield "", cfg, RunConfig
+    for section, kind in SECTIONS.items():
+        yield f"{section}.", getattr(cfg, section), kind
+
+
+def _check_types(cfg: RunConfig) -> None:
+    for prefix, obj, kind in _sections(cfg):
+        if not isinstance(obj, kind):
+            raise ConfigError(f"{prefix.rstrip('.')} must be a {kind.__name__}, got {_shown(obj)}")
+        types = _field_types(kind)
+        for f in dataclasses.fields(kind):
+            if not (kind is RunConfig and f.name in SECTIONS):
+                _check_type(prefix + f.name, getattr(obj, f.name), types[f.name])
+
+
+def numeric_fields(cfg: RunConfig) -> dict[str, float | int]:
+    """Every number of ``cfg`` by key (``model.n``, ``seed``, ``task.size`` ...); booleans are not numbers here."""
+    out = {}
+    for prefix, obj, kind in _sections(cfg):
+        for f in dataclasses.fields(kind):
+            value = getattr(obj, f.name)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                out[prefix + f.name] = value
+    out |= {f"task.{k}": v for k, v in cfg.task_options.items() if isinstance(v, numbers.Real)
+            and not isinstance(v, bool)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- values
 CHOICES = {
     "model.activation": ("tanh", "relu", "sigmoid", "identity"),
     "model.alpha": ("matrix", "scalar"),
@@ -362,6 +487,8 @@ CHOICES = {
     "model.w0": ("zero", "learnt", "random"),
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
     "es.action_mode": ("greedy", "sample"),
+    "es.ties": ("index", "random", "average"),
+    "es.antithetic": ("auto", "on", "off"),
     "model.fused": ("auto", "any-size", "on", "off"),
     "a2c.lr_schedule": ("linear", "constant"),
     "ppo.lr_schedule": ("linear", "constant"),
@@ -369,39 +496,71 @@ CHOICES = {
     "hybrid.gradient": ("ppo", "a2c"),
 }
 
+# The allowed range of every numeric field: ">= x", "> x", or an interval "[a, b]" / "(a, b]" / "(a, b)".
+# A new numeric field needs its entry (tests/test_validation.py checks that every one has one).
+_PG_RANGES = {"episodes": ">= 1", "lr": "> 0", "adam_eps": "> 0", "gamma": "[0, 1]", "gae_lambda": "[0, 1]",
+              "entropy_coef": ">= 0", "value_coef": ">= 0", "max_grad_norm": ">= 0", "bptt_truncate": ">= 0"}
+RANGES = {
+    "model.n": ">= 1", "model.depth": ">= 1", "model.write_hidden": ">= 1", "model.w0_std": ">= 0",
+    "model.plastic_bound": ">= 0", "model.embed_hidden": ">= 0", "model.readout_hidden": ">= 0",
+    "model.hidden": ">= 1", "model.maml_adapt_steps": ">= 1", "model.maml_inner_steps": ">= 1",
+    "model.maml_inner_lr": ">= 0",
+    "es.popsize": ">= 2", "es.episodes": ">= 1", "es.late_episodes": ">= 0", "es.late_from": ">= 0",
+    "es.sigma_init": "> 0", "es.center_lr": ">= 0", "es.max_speed": ">= 0", "es.stdev_lr": ">= 0",
+    "es.stdev_max_change": "> 0", "es.parenthood_ratio": "(0, 1]", "es.num_actors": f"[0, {MAX_THREADS}]",
+    "es.threads_per_actor": f"[1, {MAX_THREADS}]",
+    **{f"a2c.{k}": v for k, v in _PG_RANGES.items()}, **{f"ppo.{k}": v for k, v in _PG_RANGES.items()},
+    "ppo.epochs": ">= 1", "ppo.minibatches": ">= 1", "ppo.clip": "> 0", "ppo.target_kl": ">= 0",
+    "hybrid.es_fraction": "(0, 1)",
+    "seed": f"[0, {MAX_SEED}]", "threads": f"[1, {MAX_THREADS}]", "generations": ">= 0", "budget_steps": ">= 0",
+    "max_minutes": ">= 0", "checkpoint_every": ">= 1", "eval_every": ">= 1", "eval_every_steps": ">= 0",
+    "eval_episodes": ">= 1", "final_eval_episodes": ">= 1",
+}
 
-def validate(cfg: RunConfig) -> None:
-    """Raise ``ConfigError`` for values that would fail later or silently do nonsense."""
+
+def _number(text: str) -> int | float:
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else float(text)  # ints stay exact: 2^63 - 1 is no float
+
+
+def in_range(value: float, spec: str) -> bool:
+    """Whether ``value`` lies in ``spec`` (a ``RANGES`` entry)."""
+    if spec.startswith(">="):
+        return value >= _number(spec[2:])
+    if spec.startswith(">"):
+        return value > _number(spec[1:])
+    low, high = (_number(x) for x in spec[1:-1].split(","))
+    return (low <= value if spec[0] == "[" else low < value) and (value <= high if spec[-1] == "]" else value < high)
+
+
+def check_values(cfg: RunConfig) -> None:
+    """The checks of ``validate`` that need neither the task, the device nor the machine's memory: types, finite
+    numbers, choices and ranges. ``RunDir.config`` runs them on every config.json it reads."""
+    _check_types(cfg)
+    for key, value in numeric_fields(cfg).items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not a finite number")
+        if isinstance(value, float) and abs(value) > FLOAT32_MAX:  # theta and the model state are float32
+            raise ConfigError(f"{key}={value} is beyond float32's range (+-3.4e38)")
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    positive = {"model.n": cfg.model.n, "model.depth": cfg.model.depth, "model.hidden": cfg.model.hidden,
-                "es.popsize": cfg.es.popsize, "es.episodes": cfg.es.episodes, "checkpoint_every": cfg.checkpoint_every,
-                "eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes,
-                "final_eval_episodes": cfg.final_eval_episodes, "threads": cfg.threads,
-                "es.threads_per_actor": cfg.es.threads_per_actor}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1 (got {value})")
+    values = numeric_fields(cfg)
+    for key, spec in RANGES.items():
+        if not in_range(values[key], spec):
+            raise ConfigError(f"{key} must be {'in ' if spec[0] in '[(' else ''}{spec} (got {values[key]})")
     if cfg.generations < 1 and cfg.budget_steps < 1:
         raise ConfigError("give generations >= 1 or budget_steps >= 1")
-    if cfg.es.sigma_init <= 0 or cfg.model.plastic_bound < 0 or cfg.model.w0_std < 0:
-        raise ConfigError("es.sigma_init must be > 0, model.plastic_bound and model.w0_std >= 0")
-    if min(cfg.es.center_lr, cfg.es.stdev_lr, cfg.es.max_speed, cfg.max_minutes, cfg.budget_steps, cfg.eval_every_steps,
-           cfg.es.late_episodes, cfg.es.late_from) < 0:
-        raise ConfigError("learning rates, es.max_speed, max_minutes, budget_steps and eval_every_steps must be >= 0")
     if cfg.es.algorithm == "pgpe" and cfg.es.popsize % 2:
         raise ConfigError(f"PGPE samples symmetric pairs: es.popsize must be even (got {cfg.es.popsize})")
-    if cfg.es.num_actors < 0:
-        raise ConfigError("es.num_actors must be >= 0")
-    if cfg.model.embed_hidden < 0 or cfg.model.readout_hidden < 0 or cfg.model.write_hidden < 1:
-        raise ConfigError("model.embed_hidden and model.readout_hidden must be >= 0, model.write_hidden >= 1")
-    if cfg.model.maml_adapt_steps < 1 or cfg.model.maml_inner_steps < 1 or cfg.model.maml_inner_lr < 0:
-        raise ConfigError("model.maml_adapt_steps and model.maml_inner_steps must be >= 1, model.maml_inner_lr >= 0")
-    if not 0 < cfg.es.parenthood_ratio <= 1 or cfg.es.stdev_max_change <= 0:
-        raise ConfigError("es.parenthood_ratio must be in (0, 1] and es.stdev_max_change > 0")
+    parents = math.floor(cfg.es.popsize * cfg.es.parenthood_ratio)
+    if cfg.es.algorithm == "cem" and parents < 2:  # evotorch's CEM takes the std of the parents: NaN for one
+        raise ConfigError(f"CEM needs >= 2 parents: es.popsize x es.parenthood_ratio = {cfg.es.popsize} x "
+                          f"{cfg.es.parenthood_ratio} keeps {parents}")
+    if cfg.ppo.minibatches > cfg.ppo.episodes:
+        raise ConfigError(f"ppo.minibatches ({cfg.ppo.minibatches}) cannot exceed ppo.episodes ({cfg.ppo.episodes})")
     _check_optimizer(cfg.optimizer)
     _check_model(cfg.model.kind)
     if cfg.optimizer == "hybrid" and cfg.hybrid.mode == "split" and cfg.model.kind != "metods":
@@ -409,9 +568,32 @@ def validate(cfg: RunConfig) -> None:
                           f"{cfg.model.kind} has none (use hybrid.mode=sequential)")
     if cfg.eval_action_mode not in ("", "greedy", "sample"):
         raise ConfigError(f"eval_action_mode must be greedy or sample (got {cfg.eval_action_mode!r})")
-    _validate_pg(cfg)
+    from metods_evo.tasks import TASKS
+
+    if cfg.task not in TASKS:
+        raise ConfigError(f"unknown task {cfg.task!r}; choose from {', '.join(sorted(TASKS))}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ``ConfigError`` for values that would fail later or silently do nonsense, and for a run that cannot
+    fit in the memory of this machine (or GPU)."""
+    check_values(cfg)
     validate_device(cfg.device)
-    validate_task(cfg.task, cfg.task_options)
+    task = validate_task(cfg.task, cfg.task_options)
+    check_antithetic(cfg, task)
+    check_memory(cfg, task)
+
+
+def check_antithetic(cfg: RunConfig, task) -> None:
+    """``es.antithetic`` needs a task with twins ('on') and, where it applies, an even number of episodes."""
+    if cfg.optimizer not in ("es", "hybrid") or cfg.es.antithetic == "off":
+        return
+    if cfg.es.antithetic == "on" and not task.can_mirror():
+        raise ConfigError(f"es.antithetic=on: task {cfg.task!r} has no antithetic episodes (use auto or off)")
+    odd = [f"{k}={v}" for k, v in (("es.episodes", cfg.es.episodes), ("es.late_episodes", cfg.es.late_episodes))
+           if v % 2]
+    if task.can_mirror() and odd:
+        raise ConfigError(f"antithetic episodes come in pairs: {' and '.join(odd)} must be even (or es.antithetic=off)")
 
 
 def _check_optimizer(name: str) -> None:
@@ -426,24 +608,6 @@ def _check_model(name: str) -> None:
 
     if name not in MODELS:
         raise ConfigError(f"unknown model.kind {name!r}; choose from {', '.join(sorted(MODELS))}")
-
-
-def _validate_pg(cfg: RunConfig) -> None:
-    for name in ("a2c", "ppo"):
-        pg = getattr(cfg, name)
-        if pg.episodes < 1 or pg.lr <= 0 or pg.adam_eps <= 0:
-            raise ConfigError(f"{name}.episodes must be >= 1, {name}.lr and {name}.adam_eps > 0")
-        if not (0 <= pg.gamma <= 1 and 0 <= pg.gae_lambda <= 1):
-            raise ConfigError(f"{name}.gamma and {name}.gae_lambda must be in [0, 1]")
-        if min(pg.entropy_coef, pg.value_coef, pg.max_grad_norm, pg.bptt_truncate) < 0:
-            raise ConfigError(f"{name}.entropy_coef, value_coef, max_grad_norm and bptt_truncate must be >= 0")
-    ppo = cfg.ppo
-    if ppo.epochs < 1 or ppo.minibatches < 1 or ppo.clip <= 0 or ppo.target_kl < 0:
-        raise ConfigError("ppo.epochs and ppo.minibatches must be >= 1, ppo.clip > 0, ppo.target_kl >= 0")
-    if ppo.minibatches > ppo.episodes:
-        raise ConfigError(f"ppo.minibatches ({ppo.minibatches}) cannot exceed ppo.episodes ({ppo.episodes})")
-    if not 0 < cfg.hybrid.es_fraction < 1:
-        raise ConfigError(f"hybrid.es_fraction must be in (0, 1) (got {cfg.hybrid.es_fraction})")
 
 
 def validate_device(device: str) -> None:
@@ -471,5 +635,77 @@ def validate_task(task_id: str, options: dict[str, Any]):
         raise ConfigError(f"unknown task {task_id!r}; choose from {', '.join(sorted(TASKS))}")
     try:
         return make_task(task_id, **options)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OverflowError) as err:
         raise ConfigError(f"task {task_id!r}: {err}") from None
+    except (RuntimeError, MemoryError) as err:  # e.g. an option sizing a table past the machine's memory
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"task {task_id!r} cannot be built with {options}: {first[:200]}") from None
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def _state_floats(cfg: RunConfig, model) -> int:
+    """Floats of model state per agent: MetODS's W (and its carried vectors), a GRU's gates; MAML's agents each
+    adapt a copy of the weights, counted whole."""
+    m = cfg.model
+    if m.kind == "metods":
+        return m.n * m.n + (m.depth * m.n if m.write_pre == "previous" else 0) + m.n
+    if m.kind == "rl2":
+        return 4 * m.hidden
+    return model.num_params
+
+
+def memory_needed(cfg: RunConfig, task) -> tuple[int, str]:
+    """Bytes of the run's largest working set, roughly, and what it holds. The model state dominates: a no-grad
+    step holds ~3 copies of it per agent (old W, new W, a read's product; 2.6 measured for MetODS), a step recorded
+    for backpropagation keeps ~4 + depth (4.7 measured at depth 1, 6.8 at depth 3)."""
+    from metods_evo.evaluate import EVAL_CHUNK
+    from metods_evo.models import build_model
+
+    model = build_model(cfg, task)
+    params, state = model.num_params, _state_floats(cfg, model)
+    chunk = min(max(cfg.eval_episodes, cfg.final_eval_episodes), EVAL_CHUNK)
+    needs = [(3 * chunk * state + params, f"evaluation: {chunk:,} episodes x {state:,} floats of model state")]
+    if cfg.optimizer in ("es", "hybrid"):
+        es = cfg.es
+        episodes = max(es.episodes, es.late_episodes)
+        needs.append((3 * es.popsize * (episodes * state + params),
+                      f"es.popsize {es.popsize:,} x {episodes:,} episodes x {state:,} floats of model state"))
+    gradient = cfg.hybrid.gradient if cfg.optimizer == "hybrid" else cfg.optimizer
+    if gradient in ("a2c", "ppo"):
+        pg, steps = getattr(cfg, gradient), task.max_steps
+        recorded = -(-pg.episodes // pg.minibatches) if gradient == "ppo" else pg.episodes  # PPO replays a minibatch
+        depth = cfg.model.depth if cfg.model.kind == "metods" else 0
+        needs.append(((4 + depth) * steps * recorded * state + 3 * pg.episodes * state + 4 * params,
+                      f"{steps:,} steps x {recorded:,} {gradient} episodes x {state:,} floats of model state "
+                      "kept for backpropagation"))
+    floats, what = max(needs)
+    return 4 * floats, what
+
+
+def machine_memory(device: str) -> int | None:
+    """Bytes of memory of ``device``: the GPU's, or this machine's RAM (a container's limit if lower); None where
+    the system does not say."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[1]
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(Path(limit).read_text()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return total
+
+
+def check_memory(cfg: RunConfig, task) -> None:
+    """``ConfigError`` for a run that cannot fit in the memory of its device, before any file is written."""
+    needed, what = memory_needed(cfg, task)
+    total = machine_memory(cfg.device)
+    if total is not None and needed > total:
+        where = "of GPU memory" if cfg.device.startswith("cuda") else "of memory"
+        raise ConfigError(f"this configuration needs ~{needed / 2**30:,.1f} GiB ({what}); this machine has "
+                          f"{total / 2**30:,.1f} GiB {where}")

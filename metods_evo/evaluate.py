@@ -15,6 +15,7 @@ from metods_evo.runs import RunDir
 from metods_evo.tasks import TASKS, make_task
 
 EVAL_STREAM, FINAL_STREAM, USER_STREAM = 1, 2, 3  # seed streams, disjoint from the training episodes (0)
+EVAL_CHUNK = 1024  # episodes played at once: evaluation memory stays bounded at any episode count
 
 
 def open_agent(path, *, task: str | None = None, task_options: dict[str, Any] | None = None,
@@ -33,6 +34,7 @@ def open_agent(path, *, task: str | None = None, task_options: dict[str, Any] | 
     if cfg.device != "cpu" and not torch.cuda.is_available():
         cfg.device = "cpu"
     trained_on = cfg.task if not cfg.task_options else f"{cfg.task} {cfg.task_options}"
+    own_task = task in (None, cfg.task) and not task_options
     if task is not None and task != cfg.task:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
@@ -41,7 +43,9 @@ def open_agent(path, *, task: str | None = None, task_options: dict[str, Any] | 
     apply_overrides(cfg, {f"task.{key}": str(value) for key, value in task_options.items()}, TASKS[cfg.task].options())
     options = {key: cfg.task_options[key] for key in task_options}
     theta = run.load_agent_state(agent)["theta"]
-    if build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
+    if own_task:  # a mismatch is config.json's, not the task's
+        run.check_size(cfg, theta.numel(), f"its {agent} theta")
+    elif build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params != theta.numel():
         raise ConfigError(f"{path}: task {cfg.task!r} {options or ''} has other observation / action sizes than "
                           f"{trained_on!r}, which this agent was trained on")
     return run, cfg, theta, options
@@ -49,7 +53,7 @@ def open_agent(path, *, task: str | None = None, task_options: dict[str, Any] | 
 
 @torch.no_grad()
 def play_episodes(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int, *, task_options=None,
-                  chunk: int = 1024) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+                  chunk: int = EVAL_CHUNK) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
     """Play ``theta`` on ``episodes`` episodes (in chunks of ``chunk``) with the run's action mode.
 
     Returns (each metric per episode [episodes], reward per step [max_steps, episodes] (zero after each episode's
@@ -78,7 +82,7 @@ def play_episodes(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int,
 
 
 def evaluate_theta(cfg: RunConfig, theta: torch.Tensor, episodes: int, seed: int, *, task_options=None,
-                   chunk: int = 1024) -> dict[str, Any]:
+                   chunk: int = EVAL_CHUNK) -> dict[str, Any]:
     """Score ``theta`` on ``episodes`` episodes (in chunks of ``chunk``) with the run's action mode.
 
     Returns ``{"episodes", "metrics": {name: {"mean", "std"}}, "reward_per_step": [T floats], "groups": {...}}``;

@@ -37,7 +37,7 @@ from metods_evo.tasks import TASKS
 COMPARE_CSV, COMPARE_MD, COMPARE_PNG, COMMAND_MD = "compare.csv", "compare.md", "compare.png", "COMMAND.md"
 
 # What "solved" means per task, on the task's main metric (the periodic evaluation of the current theta):
-# Harlow's optimum is 4.0 (README: "solved" >= 3.8); maze 8x8 is cumulative reward in 100 steps.
+# Harlow's optimum is 4.0 ("solved": >= 3.8); maze 8x8 is cumulative reward in 100 steps.
 DEFAULT_THRESHOLDS: dict[str, float | None] = {"harlow": 3.8, "maze": 60.0}
 
 # Periodic evaluations per run: at the same env-step marks for every optimizer (unless --set eval_every...).
@@ -228,13 +228,16 @@ def plan_runs(task: str, arms: list[Arm], seeds: int, budget_steps: int, out: Pa
 def _status(cfg: RunConfig, path: Path) -> str:
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):  # empty: killed right after mkdir
         return "new"
-    existing = RunDir.open(path).config()  # RunError for anything that is not a run directory
-    differences = _differences(_relevant(existing), _relevant(cfg))
+    run = RunDir.open(path)  # RunError for anything that is not a run directory
+    differences = _differences(_relevant(run.config()), _relevant(cfg))
     if differences:
         shown = "; ".join(f"{k}: {old!r} there, {new!r} requested" for k, old, new in differences[:3])
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
         raise ConfigError(f"{path} was run with another config ({shown}{more}); use a new --out")
-    return "finished" if (path / EVAL).is_file() else "unfinished"
+    if (path / EVAL).is_file():
+        return "finished"
+    run.check_resumable(cfg)  # a checkpoint it cannot continue is refused now, before any run is trained
+    return "unfinished"
 
 
 # The config sections each optimizer reads; the others (e.g. ``ppo`` for an ES run) cannot change its result,

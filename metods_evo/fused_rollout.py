@@ -28,10 +28,7 @@ It is a fast path of ``rollout``, never a second definition of the task or the m
   populations of any size (the loop's own fused and eager plastic steps disagree on them just as often), so the
   tests use seeds where those two agree, and skip a case, saying so, where they do not on a given machine.
 
-Speed (``benchmarks/roofline.py``, 2 threads, N = 20, S = 3, P x E = 4096-65536, the recorded runs in
-``benchmarks/results/cpu-2026-11-28``): 2.9-5.2x the step-by-step loop, 3.7-4.5 M agent-steps/s, 51-62 % of the
-memory-bandwidth figure the issue measures against on an Intel Xeon VM (37-43 % on an AMD EPYC VM with the previous
-kernel; ``README.md``, "CPU figures").
+Its speed against the step-by-step loop is measured side by side by ``benchmarks/roofline.py`` (docs/kernels.md).
 
 One difference in bookkeeping: ``finite`` looks at the policy output of each episode's own steps, while the loop
 also looks at steps taken after an episode's end until it drops the finished agents (only a model that turns
@@ -47,7 +44,7 @@ from torch import Tensor
 
 from metods_evo.models import fused
 from metods_evo.models.metods import MetODS
-from metods_evo.rollout import RolloutResult
+from metods_evo.rollout import RolloutResult, reset_episodes
 from metods_evo.tasks.harlow import CENTRE, HarlowTask
 
 ROLLOUT_VERSION = 4
@@ -371,8 +368,9 @@ def should_use(model, params: dict[str, Tensor], task, num_episodes: int) -> boo
 
 
 def harlow_rollout(model: MetODS, params: dict[str, Tensor], task: HarlowTask, num_episodes: int,
-                   generator: torch.Generator) -> RolloutResult:
-    """``rollout(model, params, task, num_episodes, generator)`` (greedy, no record / trace) by the kernel."""
+                   generator: torch.Generator, antithetic: bool = False) -> RolloutResult:
+    """``rollout(model, params, task, num_episodes, generator, antithetic=...)`` (greedy, no record / trace) by the
+    kernel."""
     module, reason = _load()
     if module is None:
         raise RuntimeError(f"the rollout kernel is unavailable: {reason}")
@@ -381,11 +379,13 @@ def harlow_rollout(model: MetODS, params: dict[str, Tensor], task: HarlowTask, n
                          f"activation of the fused step, S <= {fused.LANES_MAX_DEPTH} and E a multiple of 8")
     pop, episodes, cfg = params[model.spec.names[0]].shape[0], num_episodes, model.cfg
     # the generator as the loop uses it: the reset, W0 (random W0 draws), then one [E] draw per step
-    reset, _ = task.reset(episodes, generator)
+    reset, _ = reset_episodes(task, episodes, generator, antithetic)
     w_init = model.initial_weights(params, episodes, generator)
     w_init = w_init.new_empty(0) if cfg.w0 == "zero" else w_init.contiguous()  # zero: not read at all
     before = generator.get_state()
-    uniforms = torch.rand((task.max_steps, episodes), generator=generator, dtype=torch.float32)
+    noise_episodes = episodes // 2 if antithetic else episodes  # twins share their original's step noise
+    uniforms = torch.rand((task.max_steps, noise_episodes), generator=generator, dtype=torch.float32)
+    uniforms = uniforms.repeat(1, episodes // noise_episodes)
     tensors = [params[k].contiguous() if k in params else torch.empty(0, dtype=torch.float32) for k in PARAMS]
     rewards = torch.zeros(task.max_steps, pop, episodes, dtype=torch.float32)
     state = torch.empty(len(STATE_KEYS), pop * episodes, dtype=torch.long)
@@ -397,7 +397,7 @@ def harlow_rollout(model: MetODS, params: dict[str, Tensor], task: HarlowTask, n
     lengths = state[STATE_KEYS.index("t")].view(pop, episodes).clone()
     steps = int(lengths.max())  # the loop stops once every episode has ended: it drew noise for this many steps
     generator.set_state(before)
-    torch.rand((steps, episodes), generator=generator, dtype=torch.float32)
+    torch.rand((steps, noise_episodes), generator=generator, dtype=torch.float32)
     rewards = rewards[:steps]
     final = {"objects": reset["objects"].repeat(pop, 1, 1), "good": reset["good"].repeat(pop)}
     final |= {k: state[i].bool() if k in ("choice", "done") else state[i] for i, k in enumerate(STATE_KEYS)}

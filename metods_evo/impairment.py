@@ -1,5 +1,5 @@
-"""Robot impairment (PAPER.md): a trained agent evaluated with one actuator held at zero, a damage never seen in
-training, scored as the fraction of the same agent's intact return.
+"""Robot impairment (Chalvidal et al., 2022): a trained agent evaluated with one actuator held at zero, a damage
+never seen in training, scored as the fraction of the same agent's intact return.
 
 Every setting (intact, then each frozen actuator) is evaluated on the same seeded episodes, so directions and
 initial states are shared and the scores differ only through the damage. The score of actuator K is

@@ -65,15 +65,27 @@ class RolloutResult:
         return self.metrics["return"]
 
 
-def tile(state: dict[str, Tensor], copies: int) -> dict[str, Tensor]:
+def tile(state: dict[str, Tensor], copies: int, noise_episodes: int | None = None) -> dict[str, Tensor]:
     """Repeat a batched state ``[E, ...]`` -> ``[copies * E, ...]``, individual-major (index p * E + e).
 
-    ``_episodes`` marks the tiling so the task draws its step noise once per episode (``Task.uniform``).
+    ``_episodes`` marks the tiling so the task draws its step noise once per episode (``Task.uniform``); with
+    ``noise_episodes`` = E / 2 (antithetic episodes), once per pair of twins.
     """
     first = next(iter(state.values()))
     tiled = {k: v.repeat(copies, *([1] * (v.dim() - 1))) for k, v in state.items()}
-    tiled["_episodes"] = first.new_empty(first.shape[0], 0)
+    tiled["_episodes"] = first.new_empty(noise_episodes or first.shape[0], 0)
     return tiled
+
+
+def reset_episodes(task: Task, num_episodes: int, generator: torch.Generator,
+                   antithetic: bool = False) -> tuple[dict[str, Tensor], Tensor]:
+    """``task.reset(num_episodes)``, or with ``antithetic`` E / 2 fresh episodes followed by their twins."""
+    if not antithetic:
+        return task.reset(num_episodes, generator)
+    if num_episodes % 2 or not task.can_mirror():
+        raise ValueError(f"antithetic episodes need an even count (got {num_episodes}) and a task with mirror() "
+                         f"({type(task).__name__} {'has' if task.can_mirror() else 'has none'})")
+    return task.mirror(*task.reset(num_episodes // 2, generator))
 
 
 def select_actions(logits: Tensor, mode: str, generator: torch.Generator | None, shared_axes: int = 0) -> Tensor:
@@ -135,7 +147,7 @@ def first_action(task: Task, batch: tuple[int, ...], device: torch.device) -> Te
 
 def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, generator: torch.Generator, *,
             action_mode: str = "greedy", record: bool = False, trace: bool = False,
-            truncate: int = 0, compact: bool = True, fuse: bool = True) -> RolloutResult:
+            truncate: int = 0, compact: bool = True, fuse: bool = True, antithetic: bool = False) -> RolloutResult:
     """Run ``num_episodes`` episodes for each of the P individuals in ``params``.
 
     ``record=True`` keeps log-probs, values and entropies (with autograd when enabled) and the model's
@@ -145,15 +157,18 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     ``compact`` lets a greedy scoring rollout drop finished agents (module docstring; needs no record/trace).
     ``fuse`` lets a greedy scoring rollout of MetODS on Harlow run as one C++ pass per block of episodes
     (``metods_evo/fused_rollout.py``: the same result, where ``model.fused`` allows it); False: always this loop.
+    ``antithetic`` plays E / 2 sampled episodes and their twins (``Task.mirror``): episode e + E / 2 is episode e
+    with the hidden task parameter reversed and the same per-step noise.
     """
     if fuse and not (record or trace) and action_mode == "greedy" and not getattr(model, "stochastic", False):
         from metods_evo import fused_rollout  # deferred: it imports this module
 
         if fused_rollout.should_use(model, params, task, num_episodes):
-            return fused_rollout.harlow_rollout(model, params, task, num_episodes, generator)
+            return fused_rollout.harlow_rollout(model, params, task, num_episodes, generator, antithetic=antithetic)
     pop = params[model.spec.names[0]].shape[0]
-    task_state, obs = task.reset(num_episodes, generator)
-    task_state, obs = tile(task_state, pop), obs.repeat(pop, 1)
+    task_state, obs = reset_episodes(task, num_episodes, generator, antithetic)
+    noise_episodes = num_episodes // 2 if antithetic else num_episodes  # twins share their original's step noise
+    task_state, obs = tile(task_state, pop, noise_episodes), obs.repeat(pop, 1)
     device, batch = obs.device, (pop, num_episodes)
     log_std = None if task.discrete else params["log_std"]
     if getattr(model, "stochastic", False):  # e.g. the random baseline: its policy is its noise
@@ -219,7 +234,7 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
                 params = {k: v[keep // num_episodes if rows is None else keep] for k, v in params.items()}
                 rows = keep if rows is None else rows[keep]
                 model_state, task_state, obs, prev_action, prev_reward = _take(
-                    keep, rows, num_episodes, model_state, task_state, obs, prev_action, prev_reward, batch)
+                    keep, rows, noise_episodes, model_state, task_state, obs, prev_action, prev_reward, batch)
                 batch = (len(rows), 1)
                 lengths, finite = all_lengths.view(-1)[rows].view(batch), all_finite.view(-1)[rows].view(batch)
                 alive = torch.ones(batch, dtype=torch.bool, device=device)

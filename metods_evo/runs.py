@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import ConfigError, RunConfig
+from metods_evo.config import ConfigError, RunConfig, check_values
 
 CONFIG, METRICS, CHECKPOINT, AGENT, LAST, EVAL, CURVES = (
     "config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "last.pt", "eval.json", "curves.png")
@@ -71,6 +71,8 @@ class RunDir:
     def create(cls, cfg: RunConfig, out: str | None = None, base: str = "runs") -> RunDir:
         """A new run directory; an existing ``out`` is refused so no run is ever overwritten."""
         if out is not None:
+            if not str(out).strip():
+                raise RunError("--out is empty; give the new run directory's path")
             path = Path(out)
             if path.exists():
                 raise RunError(f"--out {out} already exists; pick a new directory or --resume it")
@@ -80,7 +82,10 @@ class RunDir:
             while path.exists():
                 path = Path(base) / f"{default_run_name(cfg)}-{suffix}"
                 suffix += 1
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as err:  # a parent that is a file, no permission, a read-only disk
+            raise RunError(f"cannot create the run directory {path}: {err.strerror or err}") from None
         run = cls(path)
         atomic_write_bytes(run.file(CONFIG), cfg.to_json().encode())
         return run
@@ -99,10 +104,59 @@ class RunDir:
         atomic_write_bytes(self.file(CONFIG), cfg.to_json().encode())
 
     def config(self) -> RunConfig:
+        """The run's config, its shape, types and values checked (``check_values``; the device, the task and the
+        memory are the caller's to check, e.g. a GPU run evaluated on a CPU machine)."""
+        path = self.file(CONFIG)
         try:
-            return RunConfig.from_dict(json.loads(self.file(CONFIG).read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
-            raise RunError(f"corrupt {self.file(CONFIG)}: {err}") from None
+            data = json.loads(path.read_text())
+        except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RunError(f"corrupt {path}: {err}") from None
+        except OSError as err:
+            raise RunError(f"cannot read {path}: {err.strerror or err}") from None
+        try:
+            cfg = RunConfig.from_dict(data)
+            check_values(cfg)
+        except ConfigError as err:
+            raise RunError(f"{path}: {err}") from None
+        return cfg
+
+    def check_size(self, cfg: RunConfig, size: int, source: str) -> None:
+        """``RunError`` unless the model ``cfg`` describes has ``size`` parameters, as ``source`` (a theta of this
+        run) has: a config.json edited or replaced after training."""
+        from metods_evo.config import validate_task
+        from metods_evo.models import build_model
+
+        expected = build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params
+        if expected != size:
+            raise RunError(f"{self.file(CONFIG)} does not describe this run: its model has {expected:,} parameters, "
+                           f"{source} has {size:,}")
+
+    def check_resumable(self, cfg: RunConfig) -> None:
+        """``RunError`` unless ``cfg`` continues this run's training state: the checkpoint's trainer kind and the
+        size of its theta. Only reads: a resume calls it before it changes anything."""
+        checkpoint = self.load_checkpoint()
+        if checkpoint is not None:
+            trainer = checkpoint["trainer"]
+            kind = "hybrid" if "mode" in trainer else "a2c / ppo" if "theta" in trainer else "es"
+            expected = {"hybrid": "hybrid", "a2c": "a2c / ppo", "ppo": "a2c / ppo"}.get(cfg.optimizer, "es")
+            if kind != expected or (kind == "hybrid" and trainer["mode"] != cfg.hybrid.mode):
+                shown = f"hybrid (hybrid.mode={trainer['mode']})" if kind == "hybrid" else kind
+                mode = f" (hybrid.mode={cfg.hybrid.mode})" if cfg.optimizer == "hybrid" else ""
+                raise RunError(f"{self.file(CONFIG)} does not describe this run: it says optimizer {cfg.optimizer}"
+                               f"{mode}, {CHECKPOINT} holds the state of an {shown} trainer")
+        for name in (LAST, AGENT):  # small files with the whole theta; the checkpoint's may be a pickled searcher
+            if self.file(name).is_file():
+                self.check_size(cfg, self.load_agent_state("last" if name == LAST else "best")["theta"].numel(), name)
+                return
+        if checkpoint is not None:
+            self.check_size(cfg, checkpoint_center(checkpoint["trainer"]).numel(), CHECKPOINT)
+
+    def discard_if_untrained(self) -> None:
+        """Remove a run directory that holds nothing but its config.json: a new run that failed before its first
+        generation leaves nothing behind."""
+        if self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {CONFIG}:
+            self.file(CONFIG).unlink(missing_ok=True)
+            self.path.rmdir()
 
     # ------------------------------------------------------------------ checkpoints and agent
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -113,9 +167,13 @@ class RunDir:
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
             raise RunError(f"corrupt checkpoint {path}: {type(err).__name__}") from None
+        if not (isinstance(state, dict) and {"trainer", "best", "wall_s", "torch_rng"} <= set(state)
+                and isinstance(state["trainer"], dict) and {"generation", "env_steps"} <= set(state["trainer"])):
+            raise RunError(f"corrupt checkpoint {path}: not a training state")
+        return state
 
     def save_agent(self, theta: torch.Tensor, info: dict[str, Any], *, last: bool = False) -> None:
         """Write the best theta (agent.pt) or, with ``last``, the theta of the latest checkpoint (last.pt)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,10 @@ from metods_evo.evaluate import EVAL_STREAM, evaluate_theta, final_seed
 from metods_evo.runs import CURVES, EVAL, RunDir, RunError
 
 OPTIMIZERS: dict[str, str] = {}
+
+
+class DivergedError(RunError):
+    """Training produced a non-finite theta (one-line CLI error, exit code 2); the run keeps its last good files."""
 
 
 def register_optimizer(name: str, entry_point: str) -> None:
@@ -44,6 +49,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
           on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or continue) the run in ``run`` and return its final evaluation report."""
     validate(cfg)
+    if resume:
+        run.check_resumable(cfg)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     trainer = make_trainer(cfg)
@@ -58,6 +65,7 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             run.truncate_metrics(trainer.generation)
         else:
             run.truncate_metrics(0)  # killed before its first checkpoint: start over
+    saved = trainer.generation  # the generation of the files on disk, for the message if theta diverges
     eval_seed = generation_seed(cfg.seed, 0, EVAL_STREAM)
     metric = trainer.task.main_metric
     bar = _progress_bar(cfg, trainer, progress)
@@ -68,13 +76,17 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             steps_before = trainer.env_steps
             row: dict[str, Any] = {"generation": trainer.generation + 1}
             metrics = trainer.step()
+            theta = trainer.center()
+            if not torch.isfinite(theta).all():  # never saved: agent.pt, last.pt and the checkpoint stay as they were
+                kept = f"at its last checkpoint (generation {saved})" if saved else "before its first checkpoint"
+                raise DivergedError(f"generation {trainer.generation}: theta became non-finite (NaN or inf); the run "
+                                    f"stops {kept}; lower the learning rates or sigma and start a new run")
             wall = wall_before + time.perf_counter() - start
             last = _finished(cfg, trainer, wall)
             evaluated = last or (trainer.env_steps // cfg.eval_every_steps > steps_before // cfg.eval_every_steps
                                  if cfg.eval_every_steps > 0 else trainer.generation % cfg.eval_every == 0)
             eval_score = math.nan
             if evaluated:
-                theta = trainer.center()
                 report = evaluate_theta(cfg, theta, cfg.eval_episodes, eval_seed)
                 eval_score = report["metrics"][metric]["mean"]
                 if eval_score > best["score"]:
@@ -88,10 +100,10 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             if trainer.generation % cfg.checkpoint_every == 0 or last:
                 # last.pt holds no optimizer state: small enough to keep when a finished run drops checkpoint.pt.
                 # Written first: a kill in between leaves it ahead of the checkpoint, which an exact resume reaches.
-                run.save_agent(trainer.center(), {"generation": trainer.generation, "env_steps": trainer.env_steps},
-                               last=True)
+                run.save_agent(theta, {"generation": trainer.generation, "env_steps": trainer.env_steps}, last=True)
                 run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
                                      "torch_rng": torch.get_rng_state()})
+                saved = trainer.generation
             done = last
             if bar is not None:
                 bar.update(1 if cfg.budget_steps <= 0 else trainer.env_steps - steps_before)
@@ -138,7 +150,7 @@ def _finished(cfg: RunConfig, trainer, wall_s: float = 0.0) -> bool:
 
 
 def _progress_bar(cfg: RunConfig, trainer, enabled: bool):
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():  # a log file would fill with \r-separated redraws
         return None
     from tqdm.auto import tqdm
 
@@ -148,4 +160,4 @@ def _progress_bar(cfg: RunConfig, trainer, enabled: bool):
     return tqdm(total=cfg.generations, initial=trainer.generation, unit="gen", desc=cfg.task, dynamic_ncols=True)
 
 
-__all__ = ["OPTIMIZERS", "RunError", "finish", "make_trainer", "register_optimizer", "train"]
+__all__ = ["OPTIMIZERS", "DivergedError", "RunError", "finish", "make_trainer", "register_optimizer", "train"]

@@ -290,7 +290,7 @@ def test_random_policy_continuous_is_a_clipped_gaussian(push_task):
 # ---------------------------------------------------------------------------------------------- command line
 TINY = ["--set", "model.hidden=8", "--set", "eval_episodes=8", "--set", "final_eval_episodes=20",
         "--set", "eval_every=2", "--set", "a2c.episodes=8", "--set", "ppo.episodes=8", "--set", "ppo.minibatches=2",
-        "--set", "ppo.epochs=2", "--popsize", "8", "--set", "es.episodes=2", "--no-progress"]
+        "--set", "ppo.epochs=2", "--set", "es.popsize=8", "--set", "es.episodes=2", "--no-progress"]
 
 
 def cli(*args):

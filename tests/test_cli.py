@@ -62,13 +62,14 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
     report = json.loads((out / "eval.json").read_text())
     assert report["episodes"] == 20 and "return" in report["metrics"]
 
-    evaluated = cli("evaluate", str(out), "--episodes", "30", "--json")
+    figure = tmp_path / "evaluate.png"
+    evaluated = cli("evaluate", str(out), "--episodes", "30", "--json", "--plot", str(figure))
     assert evaluated.returncode == 0, evaluated.stderr
     evaluation = json.loads(evaluated.stdout)
     assert evaluation["episodes"] == 30
-    # the reward per time step sums to the mean return; its figure is written beside the run
+    # the reward per time step sums to the mean return; its figure is written where --plot says
     assert sum(evaluation["reward_per_step"]) == pytest.approx(evaluation["metrics"]["return"]["mean"], abs=1e-6)
-    assert (out / "evaluate.png").read_bytes()[:4] == b"\x89PNG" and f"figure: {out}" in evaluated.stderr
+    assert figure.read_bytes()[:4] == b"\x89PNG" and f"figure: {figure}" in evaluated.stderr
 
     agent = metods_evo.load_agent(out)
     state = agent.initial_state(5)

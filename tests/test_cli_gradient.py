@@ -12,7 +12,7 @@ from metods_evo.runs import checkpoint_center
 
 TINY = ["--set", "model.n=6", "--set", "model.depth=2", "--set", "eval_episodes=8", "--set", "final_eval_episodes=20",
         "--set", "eval_every=2", "--set", "a2c.episodes=8", "--set", "ppo.episodes=8", "--set", "ppo.minibatches=2",
-        "--set", "ppo.epochs=2", "--popsize", "8", "--set", "es.episodes=2", "--no-progress"]
+        "--set", "ppo.epochs=2", "--set", "es.popsize=8", "--set", "es.episodes=2", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ TASKS = {
     "metaworld-push": ["--set", "task.rollouts=2", "--set", "task.rollout_steps=10"],
     "metaworld-ml10": ["--set", "task.rollouts=2", "--set", "task.rollout_steps=10"],
 }
-TINY = ["--generations", "2", "--popsize", "4", "--set", "es.episodes=2", "--set", "model.n=6",
+TINY = ["--generations", "2", "--set", "es.popsize=4", "--set", "es.episodes=2", "--set", "model.n=6",
         "--set", "eval_episodes=2", "--set", "final_eval_episodes=2", "--set", "eval_every=1",
         "--set", "ppo.episodes=4", "--set", "ppo.minibatches=2", "--set", "ppo.epochs=1", "--no-progress"]
 

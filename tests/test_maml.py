@@ -314,7 +314,7 @@ def test_bad_maml_settings_are_config_errors():
 
 
 TINY = ["--set", "model.kind=maml", "--set", "model.hidden=8", "--set", "eval_episodes=8",
-        "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--popsize", "8", "--set", "es.episodes=2",
+        "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--set", "es.popsize=8", "--set", "es.episodes=2",
         "--set", "ppo.episodes=8", "--set", "ppo.minibatches=2", "--set", "ppo.epochs=2", "--no-progress"]
 
 

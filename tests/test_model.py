@@ -1,4 +1,4 @@
-"""The MetODS layer against a literal, loop-based transcription of Algorithm 1 (PAPER.md)."""
+"""The MetODS layer against a literal, loop-based transcription of Algorithm 1 (Chalvidal et al., 2022)."""
 
 import itertools
 

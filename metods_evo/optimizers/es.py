@@ -12,10 +12,12 @@ import io
 import logging
 import pickle
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from evotorch import Problem, SolutionBatch
+from evotorch.tools import ranking
 
 from metods_evo.config import RunConfig, generation_seed
 from metods_evo.models import build_model
@@ -23,6 +25,35 @@ from metods_evo.rollout import rollout
 from metods_evo.tasks import make_task
 
 logging.getLogger("evotorch").setLevel(logging.WARNING)  # its INFO lines would drown the progress bar
+
+
+def tie_averaged(ranker: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """An evotorch ranker whose equal fitnesses get equal utility: the mean of the utilities of the ranks they share.
+
+    A fitness averaged over E episodes of a game with integer returns moves in steps of 1/E, so most of a
+    population shares its fitness with another individual (on Harlow, ~85 %). evotorch's rankers order ties by
+    index, i.e. by the sample's place in the batch: those utilities are noise, and they move the center as much
+    as real differences do. Averaging them gives a tie no direction of its own.
+    """
+
+    def rank(fitnesses: torch.Tensor, *, higher_is_better: bool = True) -> torch.Tensor:
+        x = fitnesses.reshape(-1)
+        order = torch.argsort(x, descending=higher_is_better, stable=True)
+        positions = torch.arange(len(x), 0, -1, dtype=x.dtype, device=x.device)  # best first, all distinct
+        by_position = ranker(positions, higher_is_better=True)  # the utility of the k-th best
+        _, group, counts = torch.unique_consecutive(x[order], return_inverse=True, return_counts=True)
+        shared = torch.zeros(len(counts), dtype=x.dtype, device=x.device).index_add_(0, group, by_position)
+        utilities = torch.empty_like(x)
+        utilities[order] = (shared / counts.to(x.dtype))[group]
+        return utilities.reshape(fitnesses.shape)
+
+    return rank
+
+
+TIE_AVERAGED = {name: f"{name}-tie-averaged" for name in ("nes", "centered")}
+for _name, _averaged in TIE_AVERAGED.items():  # evotorch looks rankers up by name in this dict
+    ranking.rankers[_averaged] = tie_averaged(ranking.rankers[_name])
+RANDOM_TIES_STREAM = 4  # the seed stream of the tie-breaking jitter (es.ties = random)
 
 
 def score(result, metric: str) -> torch.Tensor:
@@ -94,12 +125,28 @@ class MetODSProblem(Problem):
         late = cfg.es.late_episodes > 0 and self.round >= cfg.es.late_from
         episodes = cfg.es.late_episodes if late else cfg.es.episodes
         with torch.no_grad():
-            result = rollout(self.model, params, self.task, episodes, generator, action_mode=cfg.es.action_mode)
+            result = rollout(self.model, params, self.task, episodes, generator, action_mode=cfg.es.action_mode,
+                             antithetic=antithetic_episodes(cfg, self.task))
         self.pending_env_steps += result.env_steps
-        batch.set_evals(score(result, self.task.main_metric).to(batch.values.device))
+        fitness = score(result, self.task.main_metric)
+        if cfg.es.ties == "random":  # a diagnostic: order equal fitnesses at random instead of by index
+            jitter = torch.Generator(device=fitness.device).manual_seed(
+                generation_seed(cfg.seed, self.round, RANDOM_TIES_STREAM))
+            fitness = fitness + 1e-6 * torch.rand(fitness.shape, generator=jitter, device=fitness.device)
+        batch.set_evals(fitness.to(batch.values.device))
+
+
+def antithetic_episodes(cfg: RunConfig, task) -> bool:
+    """``es.antithetic``: 'auto' scores on antithetic pairs of episodes wherever the task has them."""
+    return cfg.es.antithetic == "on" or (cfg.es.antithetic == "auto" and task.can_mirror())
 
 
 PGPE_CENTER_LR, PGPE_STDEV_LR = 0.2, 0.1  # ClipUp step size (max speed twice that) and sigma learning rate
+
+
+def ranking_method(base: str, ties: str) -> str:
+    """The evotorch ranker of a searcher whose own is ``base``, by ``es.ties`` (only 'average' changes it)."""
+    return TIE_AVERAGED[base] if ties == "average" else base
 
 
 def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
@@ -111,10 +158,12 @@ def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
         return PGPE(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
                     center_learning_rate=center_lr, stdev_learning_rate=es.stdev_lr or PGPE_STDEV_LR,
                     stdev_max_change=es.stdev_max_change, optimizer="clipup",
-                    optimizer_config={"max_speed": es.max_speed or 2 * center_lr}, ranking_method="centered")
+                    optimizer_config={"max_speed": es.max_speed or 2 * center_lr},
+                    ranking_method=ranking_method("centered", es.ties))
     if es.algorithm == "snes":
         kwargs = {k: v for k, v in (("center_learning_rate", es.center_lr), ("stdev_learning_rate", es.stdev_lr)) if v}
-        return SNES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init, **kwargs)
+        return SNES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
+                    ranking_method=ranking_method("nes", es.ties), **kwargs)
     if es.algorithm == "cem":
         return CEM(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
                    parenthood_ratio=es.parenthood_ratio)

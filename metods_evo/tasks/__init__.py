@@ -1,8 +1,10 @@
 """Task registry: ``register(id, entry_point, **defaults)`` and ``make_task(id, **options)``.
 
 Entry points are ``"module:Class"`` strings imported on first use (as in gymnasium's registry),
-so heavy simulators are only imported when their task is chosen. Every task is also registered
-with gymnasium as a vector environment ``metods_evo/<Name>-v0``.
+so heavy simulators are only imported when their task is chosen. A task registered with a ``gym_id``
+(every built-in one: ``metods_evo/<Name>-v0``) is also a gymnasium environment under that id:
+``gymnasium.make_vec`` gives the batched task as one vector env, ``gymnasium.make`` one episode at a time
+(``tasks/gym_vector.py``).
 """
 
 from __future__ import annotations

@@ -45,6 +45,19 @@ class Task:
         """Start ``num_envs`` fresh episodes. Returns (state, obs ``float32 [B, obs_dim]``)."""
         raise NotImplementedError
 
+    def mirror(self, state: TaskState, obs: Tensor) -> tuple[TaskState, Tensor]:
+        """Antithetic episodes (optional): the ``B`` freshly reset episodes followed by their ``B`` twins, in which the
+        hidden task parameter takes its opposite value and everything else is the same (Harlow: the other object pays;
+        the direction tasks: the other direction). A twin's expected return equals the original's, so scoring both
+        is unbiased, and what an episode's luck adds to one (e.g. Harlow's first guess) it takes from the other: the
+        rollout gives twins the same per-step noise (``uniform``), and ES scores individuals on such pairs
+        (``es.antithetic``). Tasks without a natural opposite do not implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no antithetic episodes")
+
+    @classmethod
+    def can_mirror(cls) -> bool:
+        return cls.mirror is not Task.mirror
+
     def step(self, state: TaskState, action: Tensor,
              generator: torch.Generator) -> tuple[TaskState, Tensor, Tensor, Tensor]:
         """Advance every episode by one step.
@@ -73,8 +86,9 @@ class Task:
         numbers): an individual's score does not depend on the population size or its position in
         the population, and differences between individuals come from their behaviour alone.
         Once the rollout drops finished agents it adds ``state["_episode_of"]`` (each row's episode index):
-        the same E draws are made and each row takes its episode's. Tasks must keep ``_``-prefixed keys in
-        the state they return.
+        the same E draws are made and each row takes its episode's. With antithetic episodes (``mirror``) the
+        draws are made for the E / 2 originals, and episode e + E / 2 takes episode e's. Tasks must keep
+        ``_``-prefixed keys in the state they return.
         """
         batch = next(v.shape[0] for k, v in state.items() if not k.startswith("_"))
         base = state["_episodes"].shape[0] if "_episodes" in state else batch

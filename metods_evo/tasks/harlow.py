@@ -50,6 +50,8 @@ class HarlowTask(Task):
             raise ValueError(f"object_dim must be in 1..62, got {object_dim}")
         if num_trials < 1 or max_steps < 1:
             raise ValueError(f"num_trials and max_steps must be positive, got {num_trials} and {max_steps}")
+        if num_trials > max_steps:  # a trial takes at least one step; more trials could never happen
+            raise ValueError(f"num_trials ({num_trials}) cannot exceed max_steps ({max_steps})")
         self.num_trials = num_trials
         self.max_steps = max_steps
         self.object_dim = object_dim
@@ -75,6 +77,11 @@ class HarlowTask(Task):
             "done": torch.zeros(num_envs, dtype=torch.bool, device=dev),
         }
         return state, self._observe(state)
+
+    def mirror(self, state: TaskState, obs: Tensor) -> tuple[TaskState, Tensor]:
+        """Each episode's twin pays the other object: the first guess wins in one and loses in the other."""
+        twin = dict(state, good=1 - state["good"])
+        return {k: torch.cat([v, twin[k]]) for k, v in state.items()}, torch.cat([obs, obs])
 
     def time_limit_reached(self, state: TaskState) -> Tensor:
         return (state["t"] >= self.max_steps) & (state["trials"] < self.num_trials)

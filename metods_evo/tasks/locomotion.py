@@ -223,6 +223,13 @@ class MujocoDirectionTask(Task):
             "late_reward_per_step": (rewards * (1 - early)).sum(0) / late_steps.clamp(min=1),
         }
 
+    def mirror(self, state: TaskState, obs: Tensor) -> tuple[TaskState, Tensor]:
+        """Each episode's twin starts from the same state and is rewarded for running the other way."""
+        plane = getattr(self, "directions", "forward_backward") == "plane"
+        opposite = torch.remainder(state["direction"] + math.pi, 2 * math.pi) if plane else -state["direction"]
+        twin = dict(state, direction=opposite)
+        return {k: torch.cat([v, twin[k]]) for k, v in state.items()}, torch.cat([obs, obs])
+
     def episode_groups(self, state: TaskState) -> dict[str, Tensor]:
         """Episodes rewarded for running forward (d = +1) and backward (d = -1): an agent that infers the
         direction from reward earns a positive return in both (none for ``directions="plane"``)."""
