@@ -281,6 +281,10 @@ def checkpoint_center(trainer: dict[str, Any]) -> torch.Tensor:
         return trainer["theta"].detach().clone().cpu()
     if "mode" in trainer:  # hybrid: its gradient learner once it has one, else its ES searcher
         return checkpoint_center(trainer["pg"] if trainer["pg"] is not None else trainer["es"])
+    if "starts" in trainer:  # es.starts > 1: the leading searcher (MultiStartES.leader)
+        scores, starts = trainer["scores"], trainer["starts"]
+        leader = min(scores, key=lambda k: (-scores[k], k)) if scores else min(starts)
+        return checkpoint_center(starts[leader])
     searcher = pickle.loads(trainer["searcher"])  # ES: the evotorch searcher, pickled whole
     return searcher.status["center"].detach().clone().cpu()
 

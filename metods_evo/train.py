@@ -34,7 +34,7 @@ def register_optimizer(name: str, entry_point: str) -> None:
     OPTIMIZERS[name] = entry_point
 
 
-register_optimizer("es", "metods_evo.optimizers.es:ESTrainer")
+register_optimizer("es", "metods_evo.optimizers.es:make_es_trainer")
 register_optimizer("a2c", "metods_evo.optimizers.a2c:A2CTrainer")
 register_optimizer("ppo", "metods_evo.optimizers.ppo:PPOTrainer")
 register_optimizer("hybrid", "metods_evo.optimizers.hybrid:HybridTrainer")

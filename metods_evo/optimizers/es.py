@@ -54,6 +54,7 @@ TIE_AVERAGED = {name: f"{name}-tie-averaged" for name in ("nes", "centered")}
 for _name, _averaged in TIE_AVERAGED.items():  # evotorch looks rankers up by name in this dict
     ranking.rankers[_averaged] = tie_averaged(ranking.rankers[_name])
 RANDOM_TIES_STREAM = 4  # the seed stream of the tie-breaking jitter (es.ties = random)
+START_STREAM = 5  # the seed stream of the initial theta and the samples of es.starts' searchers 1, 2, ...
 
 
 def score(result, metric: str) -> torch.Tensor:
@@ -69,8 +70,9 @@ def score(result, metric: str) -> torch.Tensor:
 class MetODSProblem(Problem):
     """Fitness of a population of MetODS parameter vectors on a task, all individuals in one rollout."""
 
-    def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None):
-        """``subset`` (indices into theta) searches only those entries; the rest come from ``self.base``."""
+    def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None, seed: int | None = None):
+        """``subset`` (indices into theta) searches only those entries; the rest come from ``self.base``. ``seed``
+        seeds the population samples (default: the run's seed)."""
         self.run_cfg = cfg
         self.task = make_task(cfg.task, device=cfg.device, **cfg.task_options)
         self.model = build_model(cfg, self.task)
@@ -81,7 +83,8 @@ class MetODSProblem(Problem):
         actors = cfg.es.num_actors or None
         length = self.model.num_params if subset is None else len(subset)
         super().__init__("max", solution_length=length, initial_bounds=(-0.1, 0.1),
-                         dtype=torch.float32, device=cfg.device, seed=cfg.seed, num_actors=actors,
+                         dtype=torch.float32, device=cfg.device, seed=cfg.seed if seed is None else seed,
+                         num_actors=actors,
                          actor_config={"num_cpus": cfg.es.threads_per_actor} if actors else None)
 
     def seed(self, value: int) -> None:
@@ -172,16 +175,24 @@ def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
     raise ValueError(f"unknown ES algorithm {es.algorithm!r}")
 
 
+def start_seed(cfg: RunConfig, start: int) -> int:
+    """The seed of searcher ``start`` of ``es.starts`` (its initial theta and its samples); the first is the run's."""
+    return cfg.seed if start == 0 else generation_seed(cfg.seed, start, START_STREAM)
+
+
 class ESTrainer:
     """One evotorch searcher, stepped a generation at a time: ``step() -> metrics``."""
 
-    def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None, theta: torch.Tensor | None = None):
-        """``subset``: search only these entries of theta (``problem.base`` supplies the others)."""
+    def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None, theta: torch.Tensor | None = None,
+                 start: int = 0):
+        """``subset``: search only these entries of theta (``problem.base`` supplies the others). ``start`` > 0: an
+        independent searcher of a multi-start run (``MultiStartES``), from its own initial theta and samples."""
         self.cfg = cfg
-        self.problem = MetODSProblem(cfg, subset)
+        seed = start_seed(cfg, start)
+        self.problem = MetODSProblem(cfg, subset, seed=seed)
         self.model, self.task = self.problem.model, self.problem.task
         if theta is None:
-            theta = self.model.init_params(torch.Generator().manual_seed(cfg.seed))
+            theta = self.model.init_params(torch.Generator().manual_seed(seed))
         self.problem.base = theta.detach().clone().cpu()
         center = (theta if subset is None else theta[subset]).to(cfg.device)
         self.searcher = make_searcher(cfg, self.problem, center)
@@ -227,3 +238,83 @@ class ESTrainer:
     def close(self) -> None:
         if getattr(self.problem, "_actors", None):
             self.problem.kill_actors()
+
+
+class MultiStartES:
+    """``es.starts`` independent searchers (``ESTrainer``), each from its own initial theta, stepped in lockstep on the
+    same episodes; every ``es.halving`` generations the worse half of those still running is dropped, by their
+    centers' mean score on the run's fixed evaluation episodes, until one remains.
+
+    One searcher's fate is set early: from some initial thetas it reaches a plateau it never leaves (on Harlow,
+    "stop choosing after a loss"), from others the solution (docs/optimizers.md). Starting several and keeping the
+    best makes a run fail only when every start fails, at the cost of the early generations' extra searchers.
+    """
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.searchers = {k: ESTrainer(cfg, start=k) for k in range(cfg.es.starts)}
+        self.model, self.task = self.searchers[0].model, self.searchers[0].task
+        self.scores: dict[int, float] = {}  # the last selection's score of each searcher still running
+        self.last_scores: dict[int, float] = {}
+        self.generation = 0
+        self.env_steps = 0
+
+    def step(self) -> dict[str, float]:
+        start = time.perf_counter()
+        before = {k: searcher.env_steps for k, searcher in self.searchers.items()}
+        results = {k: searcher.step() for k, searcher in self.searchers.items()}
+        self.generation += 1
+        steps = sum(searcher.env_steps - before[k] for k, searcher in self.searchers.items())
+        self.env_steps += steps
+        if self.cfg.es.halving and self.generation % self.cfg.es.halving == 0 and len(self.searchers) > 1:
+            self._halve()
+        metrics = dict(results[self.leader()] if self.leader() in results else next(iter(results.values())))
+        elapsed = time.perf_counter() - start
+        metrics |= {"es/starts_running": float(len(self.searchers)), "perf/generation_s": elapsed,
+                    "perf/steps_per_s": steps / max(elapsed, 1e-9)}
+        return metrics
+
+    def _halve(self) -> None:
+        from metods_evo.evaluate import EVAL_STREAM, evaluate_theta  # evaluate imports the models this module uses
+
+        seed = generation_seed(self.cfg.seed, 0, EVAL_STREAM)
+        metric = self.task.main_metric
+        self.scores = {k: evaluate_theta(self.cfg, s.center(), self.cfg.eval_episodes, seed)["metrics"][metric]["mean"]
+                       for k, s in self.searchers.items()}
+        self.last_scores = dict(self.scores)  # every start's, the dropped ones' included (for inspection)
+        ranked = sorted(self.scores, key=lambda k: (-self.scores[k], k))
+        for k in ranked[(len(ranked) + 1) // 2:]:
+            self.searchers.pop(k).close()
+            del self.scores[k]
+
+    def leader(self) -> int:
+        """The searcher this run stands for: the best at the last selection (before it: the first)."""
+        return min(self.scores, key=lambda k: (-self.scores[k], k)) if self.scores else min(self.searchers)
+
+    def center(self) -> torch.Tensor:
+        return self.searchers[self.leader()].center()
+
+    def stdev(self) -> torch.Tensor:
+        return self.searchers[self.leader()].stdev()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"starts": {k: s.state_dict() for k, s in self.searchers.items()}, "scores": dict(self.scores),
+                "generation": self.generation, "env_steps": self.env_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in list(self.searchers):
+            if k not in state["starts"]:
+                self.searchers.pop(k).close()
+        for k, searcher_state in state["starts"].items():
+            self.searchers[k].load_state_dict(searcher_state)
+        self.scores = dict(state["scores"])
+        self.generation, self.env_steps = state["generation"], state["env_steps"]
+
+    def close(self) -> None:
+        for searcher in self.searchers.values():
+            searcher.close()
+
+
+def make_es_trainer(cfg: RunConfig) -> ESTrainer | MultiStartES:
+    """The ``es`` optimizer: one searcher, or ``es.starts`` of them."""
+    return ESTrainer(cfg) if cfg.es.starts == 1 else MultiStartES(cfg)
