@@ -1,4 +1,4 @@
-"""``es.starts``: independent searchers side by side, halved by their centers' scores, resumed exactly."""
+"""``es.starts``: independent searchers side by side, the best kept at ``es.select_at``, resumed exactly."""
 
 import torch
 
@@ -10,7 +10,7 @@ from metods_evo.optimizers.es import ESTrainer, MultiStartES, make_es_trainer
 def tiny_config(**overrides) -> RunConfig:
     cfg = RunConfig(task="harlow")
     base = {"model.n": "8", "model.depth": "2", "es.popsize": "16", "es.episodes": "4", "es.algorithm": "snes",
-            "eval_episodes": "32", "es.starts": "4", "es.halving": "2"}
+            "eval_episodes": "32", "es.starts": "4", "es.select_at": "2"}
     apply_overrides(cfg, base | {k: str(v) for k, v in overrides.items()}, {})
     return cfg
 
@@ -30,41 +30,37 @@ def test_the_first_start_is_the_single_searcher_run_and_the_others_differ():
     assert all(not torch.equal(centers[0], c) for c in centers[1:])  # independent starts
 
 
-def test_halving_keeps_the_better_half_by_the_centers_scores():
+def test_the_selection_keeps_the_start_whose_center_scores_best():
     cfg = tiny_config()
     trainer = MultiStartES(cfg)
     trainer.step()
-    metrics = trainer.step()  # generation 2: the first halving, after this generation's updates
-    assert len(trainer.searchers) == 2 and metrics["es/starts_running"] == 2
+    assert len(trainer.searchers) == 4 and trainer.leader() == 0  # before the selection: the first start
+    metrics = trainer.step()  # generation 2 = es.select_at, after this generation's updates
+    assert len(trainer.searchers) == 1 and metrics["es/starts_running"] == 1
     everyone = trainer.last_scores
-    assert sorted(everyone) == [0, 1, 2, 3]
-    kept = set(trainer.searchers)
-    assert min(everyone[k] for k in kept) >= max(everyone[k] for k in everyone if k not in kept)
+    assert sorted(everyone) == [0, 1, 2, 3] and len(set(everyone.values())) > 1
+    (kept,) = trainer.searchers
+    assert kept == min(everyone, key=lambda k: (-everyone[k], k)) == trainer.leader()
     seed = generation_seed(cfg.seed, 0, EVAL_STREAM)  # the score is the center's mean on the evaluation episodes
-    for k in kept:
-        report = evaluate_theta(cfg, trainer.searchers[k].center(), cfg.eval_episodes, seed)
-        assert report["metrics"]["return"]["mean"] == everyone[k]
-    assert trainer.leader() == min(kept, key=lambda k: (-everyone[k], k))
-    assert torch.equal(trainer.center(), trainer.searchers[trainer.leader()].center())
-    for _ in range(2):
-        trainer.step()
-    assert len(trainer.searchers) == 1  # 4 -> 2 -> 1, then one searcher to the end
-    assert trainer.generation == 4
+    report = evaluate_theta(cfg, trainer.searchers[kept].center(), cfg.eval_episodes, seed)
+    assert report["metrics"]["return"]["mean"] == everyone[kept]
+    assert torch.equal(trainer.center(), trainer.searchers[kept].center())
+    trainer.step()
+    assert len(trainer.searchers) == 1 and trainer.generation == 3
 
 
 def test_env_steps_count_every_start():
-    trainer = MultiStartES(tiny_config(**{"es.halving": 0}))
+    trainer = MultiStartES(tiny_config(**{"es.select_at": 0}))
     trainer.step()
     assert trainer.env_steps == sum(s.env_steps for s in trainer.searchers.values())
 
 
 def test_resume_mid_run_is_exact():
     a = MultiStartES(tiny_config())
-    for _ in range(3):  # past the first halving
-        a.step()
+    a.step()  # before the selection: every start's state is saved
     b = MultiStartES(tiny_config())
     b.load_state_dict(a.state_dict())
-    assert sorted(b.searchers) == sorted(a.searchers)
+    assert sorted(b.searchers) == sorted(a.searchers) == [0, 1, 2, 3]
     for _ in range(3):
         ma, mb = a.step(), b.step()
         assert ma["es/fitness_mean"] == mb["es/fitness_mean"]

@@ -242,12 +242,14 @@ class ESTrainer:
 
 class MultiStartES:
     """``es.starts`` independent searchers (``ESTrainer``), each from its own initial theta, stepped in lockstep on the
-    same episodes; every ``es.halving`` generations the worse half of those still running is dropped, by their
-    centers' mean score on the run's fixed evaluation episodes, until one remains.
+    same episodes; at generation ``es.select_at`` the one whose center scores best on the run's fixed evaluation
+    episodes is kept and the others are dropped.
 
-    One searcher's fate is set early: from some initial thetas it reaches a plateau it never leaves (on Harlow,
-    "stop choosing after a loss"), from others the solution (docs/optimizers.md). Starting several and keeping the
-    best makes a run fail only when every start fails, at the cost of the early generations' extra searchers.
+    A searcher's fate is set by where it starts: from some initial thetas it reaches a plateau it never leaves (on
+    Harlow, "stop choosing after a loss"), from others the solution (docs/optimizers.md). Starting several and
+    keeping the best makes a run fail only when every start fails, at the cost of the extra searchers until the
+    selection. The selection must come late enough for the solvers to be clear of the plateau: the plateau is
+    reached fast, the solution more slowly.
     """
 
     def __init__(self, cfg: RunConfig):
@@ -266,15 +268,15 @@ class MultiStartES:
         self.generation += 1
         steps = sum(searcher.env_steps - before[k] for k, searcher in self.searchers.items())
         self.env_steps += steps
-        if self.cfg.es.halving and self.generation % self.cfg.es.halving == 0 and len(self.searchers) > 1:
-            self._halve()
+        if self.generation == self.cfg.es.select_at and len(self.searchers) > 1:
+            self._select()
         metrics = dict(results[self.leader()] if self.leader() in results else next(iter(results.values())))
         elapsed = time.perf_counter() - start
         metrics |= {"es/starts_running": float(len(self.searchers)), "perf/generation_s": elapsed,
                     "perf/steps_per_s": steps / max(elapsed, 1e-9)}
         return metrics
 
-    def _halve(self) -> None:
+    def _select(self) -> None:
         from metods_evo.evaluate import EVAL_STREAM, evaluate_theta  # evaluate imports the models this module uses
 
         seed = generation_seed(self.cfg.seed, 0, EVAL_STREAM)
@@ -282,13 +284,13 @@ class MultiStartES:
         self.scores = {k: evaluate_theta(self.cfg, s.center(), self.cfg.eval_episodes, seed)["metrics"][metric]["mean"]
                        for k, s in self.searchers.items()}
         self.last_scores = dict(self.scores)  # every start's, the dropped ones' included (for inspection)
-        ranked = sorted(self.scores, key=lambda k: (-self.scores[k], k))
-        for k in ranked[(len(ranked) + 1) // 2:]:
+        best = min(self.scores, key=lambda k: (-self.scores[k], k))
+        for k in [k for k in self.searchers if k != best]:
             self.searchers.pop(k).close()
             del self.scores[k]
 
     def leader(self) -> int:
-        """The searcher this run stands for: the best at the last selection (before it: the first)."""
+        """The searcher this run stands for: the selected one (before the selection: the first)."""
         return min(self.scores, key=lambda k: (-self.scores[k], k)) if self.scores else min(self.searchers)
 
     def center(self) -> torch.Tensor:
