@@ -110,12 +110,15 @@ def gate(names: list[str], out_dir: str | os.PathLike, *, seeds: int | None = No
          jobs: int = 1, progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """Train (or resume) every headline's seeds, then write and return the pass/fail table."""
     out = Path(out_dir)
+    commit = _commit()  # the code that trains, read before anything can change it
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1 (got {jobs})")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    planned = {name: plan(name, seeds or HEADLINES.get(name, HEADLINES["harlow-es"]).seeds, out, quick)
-               for name in names}
+    for name in names:
+        if name not in HEADLINES:
+            raise ConfigError(f"unknown headline {name!r}; choose from {', '.join(HEADLINES)}")
+    planned = {name: plan(name, seeds or HEADLINES[name].seeds, out, quick) for name in names}
     out.mkdir(parents=True, exist_ok=True)
     again = shlex.join(["metods-evo", "reproduce", ",".join(names), "--out", str(out),
                         *(["--seeds", str(seeds)] if seeds else []), *(["--quick"] if quick else []),
@@ -124,14 +127,14 @@ def gate(names: list[str], out_dir: str | os.PathLike, *, seeds: int | None = No
     every = [r for runs in planned.values() for r in runs]
     _execute([r for r in every if r.status != "finished"], len(every), progress, jobs)
     results = {name: check(name, runs) for name, runs in planned.items()}
-    table = format_gate(results, jobs, quick)
+    table = format_gate(results, jobs, quick, commit)
     atomic_write_bytes(out / "gate.md", table.encode())
     return {"table": table, "results": results, "passed": all(r["passed"] for rows in results.values() for r in rows)}
 
 
-def format_gate(results: dict[str, list[dict[str, Any]]], jobs: int, quick: bool) -> str:
+def format_gate(results: dict[str, list[dict[str, Any]]], jobs: int, quick: bool, commit: str) -> str:
     lines = ["# Reproduction gate" + (" (--quick: a smoke run, the numbers mean nothing)" if quick else ""), "",
-             f"Commit {_commit()}; each run trained from scratch; final score: the run's best theta on its final "
+             f"Commit {commit}; each run trained from scratch; final score: the run's best theta on its final "
              "evaluation's fresh episodes (`eval.json`)." + (f" {jobs} runs at once (wall times under contention)."
                                                               if jobs > 1 else ""), "",
              "| headline | passed | final score per seed | threshold | wall time per run (max) | target | "

@@ -81,3 +81,17 @@ def test_late_episodes_switch_at_the_given_generation():
     assert trainer.env_steps == 16 * 4 * 100
     trainer.step()
     assert trainer.env_steps == 16 * 4 * 100 + 16 * 6 * 100
+
+
+def test_late_sigma_bounds_the_step_size_from_late_from_and_resumes_exactly():
+    cfg = tiny_config(**{"es.algorithm": "snes", "es.sigma_init": 0.2, "es.late_from": 2, "es.late_sigma": 0.05})
+    a = ESTrainer(cfg)
+    sigmas = [a.step()["es/sigma_mean"] for _ in range(2)]
+    assert all(s > 0.1 for s in sigmas)  # generations 0 and 1 sample at the initial sigma (as updated)
+    saved = a.state_dict()
+    after = [a.step()["es/sigma_mean"] for _ in range(2)]
+    assert max(after) <= 0.05 + 1e-7 and float(a.stdev().max()) <= 0.05 + 1e-7
+    b = ESTrainer(cfg)
+    b.load_state_dict(saved)  # resumed just before late_from: the bound is applied there, as in the first run
+    assert [b.step()["es/sigma_mean"] for _ in range(2)] == after
+    assert torch.equal(a.center(), b.center())

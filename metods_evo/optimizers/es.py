@@ -202,6 +202,12 @@ class ESTrainer:
     def step(self) -> dict[str, float]:
         start = time.perf_counter()
         self.problem.round = self.generation
+        es = self.cfg.es
+        if es.late_sigma > 0 and self.generation == es.late_from:
+            # evotorch clamps sigma to this bound after each update, starting with this step's update of the last
+            # generation (whose samples were drawn with the old sigma, as that update assumes)
+            self.searcher._stdev_max = self.problem.ensure_tensor_length_and_dtype(
+                es.late_sigma, about="es.late_sigma", allow_scalar=True)
         self.searcher.step()
         self.generation += 1
         steps, self.problem.pending_env_steps = self.problem.pending_env_steps, 0
