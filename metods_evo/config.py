@@ -141,8 +141,9 @@ class ESConfig:
     antithetic: str = "off"
     """Score every individual on antithetic pairs of episodes (``Task.mirror``: the same episode with the hidden task
     parameter reversed, e.g. Harlow's other object paying, the other direction): 'auto' where the task has such
-    twins, 'on' (an error where it has none) or 'off'. Unbiased, and the luck of an episode (Harlow's first guess)
-    cancels within each pair."""
+    twins, 'on' (an error where it has none), 'late' (as 'auto', from generation ``late_from`` on) or 'off'.
+    Unbiased, and the luck of an episode (Harlow's first guess) cancels within each pair, leaving the fitness to what
+    the agent does with what it learnt."""
     num_actors: int = 0
     """Ray actors to spread the population over (0: evaluate in this process)."""
     threads_per_actor: int = 1
@@ -294,11 +295,12 @@ SECTIONS = {"model": ModelConfig, "es": ESConfig, "a2c": A2CConfig, "ppo": PPOCo
 TASK_PRESETS: dict[str, dict[str, Any]] = {
     # Harlow, ES: SNES at sigma 0.1 (at 0.3 the Gaussian-smoothed fitness favours the "stop after a loss" plateau
     # over the solution), 6 starts until generation 450, when the solvers are clear of the plateau (a start's fate
-    # is set by where it starts; docs/optimizers.md), and for the last 200 generations 64 episodes per individual
-    # at sigma <= 0.03, which remove the solution's rare errors.
+    # is set by where it starts; docs/optimizers.md), and for the last 200 generations 64 episodes per individual,
+    # in antithetic pairs (the first guess's luck cancels) and at sigma <= 0.03, which remove the solution's rare
+    # errors.
     "harlow": {"model.write": "linear", "es.algorithm": "snes", "es.sigma_init": 0.1, "es.starts": 6,
                "es.select_at": 450, "generations": 900, "es.late_episodes": 64, "es.late_from": 700,
-               "es.late_sigma": 0.03, "eval_episodes": 1000},
+               "es.late_sigma": 0.03, "es.antithetic": "late", "eval_episodes": 1000},
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
     # Direction tasks: SNES (PGPE stood still on cheetah-dir); f also sees action x reward. MuJoCo batches are
     # small (P x E = 512 agents): the fused kernel at any size ('auto' waits for 2^20 elements of W) takes the
@@ -505,7 +507,7 @@ CHOICES = {
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
     "es.action_mode": ("greedy", "sample"),
     "es.ties": ("index", "random", "average"),
-    "es.antithetic": ("auto", "on", "off"),
+    "es.antithetic": ("auto", "on", "late", "off"),
     "model.fused": ("auto", "any-size", "on", "off"),
     "a2c.lr_schedule": ("linear", "constant"),
     "ppo.lr_schedule": ("linear", "constant"),
@@ -610,8 +612,9 @@ def check_antithetic(cfg: RunConfig, task) -> None:
         return
     if cfg.es.antithetic == "on" and not task.can_mirror():
         raise ConfigError(f"es.antithetic=on: task {cfg.task!r} has no antithetic episodes (use auto or off)")
-    odd = [f"{k}={v}" for k, v in (("es.episodes", cfg.es.episodes), ("es.late_episodes", cfg.es.late_episodes))
-           if v % 2]
+    late = ("es.late_episodes", cfg.es.late_episodes) if cfg.es.late_episodes else ("es.episodes", cfg.es.episodes)
+    counts = (late,) if cfg.es.antithetic == "late" else (("es.episodes", cfg.es.episodes), late)
+    odd = [f"{k}={v}" for k, v in counts if v % 2]
     if task.can_mirror() and odd:
         raise ConfigError(f"antithetic episodes come in pairs: {' and '.join(odd)} must be even (or es.antithetic=off)")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from metods_evo import fused_rollout
-from metods_evo.config import make_config
+from metods_evo.config import ConfigError, make_config
 from metods_evo.models import build_model
 from metods_evo.rollout import reset_episodes, rollout
 from metods_evo.tasks import make_task
@@ -97,3 +97,14 @@ def test_direction_twins_start_alike_and_run_the_other_way():
             torch.testing.assert_close(torch.sin(twin), -torch.sin(d))
         else:
             assert torch.equal(twin, -d)
+
+
+def test_late_antithetic_pairs_start_at_late_from():
+    from metods_evo.optimizers.es import antithetic_episodes
+
+    cfg = make_config("harlow", "es", {"es.antithetic": "late", "es.late_from": "5", "es.late_episodes": "8"})
+    assert [antithetic_episodes(cfg, make_task("harlow"), g) for g in (0, 4, 5, 9)] == [False, False, True, True]
+    assert not antithetic_episodes(cfg, make_task("maze"), 9)  # no twins: never
+    with pytest.raises(ConfigError, match="pairs"):
+        make_config("harlow", "es", {"es.antithetic": "late", "es.late_episodes": "7"})
+    make_config("harlow", "es", {"es.antithetic": "late", "es.episodes": "7", "es.late_episodes": "8"})  # fine

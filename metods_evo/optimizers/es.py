@@ -129,7 +129,7 @@ class MetODSProblem(Problem):
         episodes = cfg.es.late_episodes if late else cfg.es.episodes
         with torch.no_grad():
             result = rollout(self.model, params, self.task, episodes, generator, action_mode=cfg.es.action_mode,
-                             antithetic=antithetic_episodes(cfg, self.task))
+                             antithetic=antithetic_episodes(cfg, self.task, self.round))
         self.pending_env_steps += result.env_steps
         fitness = score(result, self.task.main_metric)
         if cfg.es.ties == "random":  # a diagnostic: order equal fitnesses at random instead of by index
@@ -139,9 +139,12 @@ class MetODSProblem(Problem):
         batch.set_evals(fitness.to(batch.values.device))
 
 
-def antithetic_episodes(cfg: RunConfig, task) -> bool:
-    """``es.antithetic``: 'auto' scores on antithetic pairs of episodes wherever the task has them."""
-    return cfg.es.antithetic == "on" or (cfg.es.antithetic == "auto" and task.can_mirror())
+def antithetic_episodes(cfg: RunConfig, task, generation: int) -> bool:
+    """``es.antithetic``: whether generation ``generation`` is scored on antithetic pairs of episodes."""
+    mode = cfg.es.antithetic
+    if mode == "late":
+        return task.can_mirror() and generation >= cfg.es.late_from
+    return mode == "on" or (mode == "auto" and task.can_mirror())
 
 
 PGPE_CENTER_LR, PGPE_STDEV_LR = 0.2, 0.1  # ClipUp step size (max speed twice that) and sigma learning rate

@@ -1,0 +1,54 @@
+"""`reproduce HEADLINE`: the reproduction gate trains each seed from scratch, checks the threshold, resumes."""
+
+import json
+
+from click.testing import CliRunner
+
+from metods_evo.cli import main
+from metods_evo.gate import HEADLINES, gate
+from metods_evo.runs import RunDir
+
+
+def test_quick_gate_trains_every_seed_checks_the_threshold_and_exits_1_on_a_miss(tmp_path):
+    out = tmp_path / "gate"
+    result = CliRunner().invoke(main, ["reproduce", "harlow-es,harlow-es-eager", "--quick", "--seeds", "2", "--out",
+                                       str(out), "--no-progress"])
+    assert result.exit_code == 1, result.output  # two-generation runs cannot reach 3.8: the gate says so
+    table = (out / "gate.md").read_text()
+    assert table in result.output + "\n" or table.splitlines()[-1] in result.output
+    for name in ("harlow-es", "harlow-es-eager"):
+        scores = []
+        for seed in (0, 1):
+            run = RunDir.open(out / name / f"seed{seed}")
+            cfg = run.config()
+            assert cfg.seed == seed and cfg.task == "harlow" and cfg.optimizer == "es"
+            assert cfg.model.fused == ("off" if name.endswith("eager") else "auto")
+            scores.append(json.loads((run.path / "eval.json").read_text())["metrics"]["return"]["mean"])
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert "**0/2**" in row and all(f"{s:.3f} ✗" in row for s in scores)  # each seed's own score, failed
+    assert HEADLINES["harlow-es"].command() in table
+
+
+def test_gate_passes_when_every_seed_reaches_the_threshold(tmp_path, monkeypatch):
+    import dataclasses
+
+    from metods_evo import gate as gate_module
+
+    easy = dataclasses.replace(HEADLINES["harlow-es"], threshold=-5.0)  # any return of a 5-trial episode is >= -5
+    monkeypatch.setitem(gate_module.HEADLINES, "harlow-es", easy)
+    result = gate(["harlow-es"], tmp_path, seeds=2, quick=True, progress=False)
+    assert result["passed"] and all(r["passed"] for r in result["results"]["harlow-es"])
+
+
+def test_gate_resumes_without_retraining(tmp_path):
+    runner, args = CliRunner(), ["reproduce", "harlow-es", "--quick", "--seeds", "1", "--out", str(tmp_path)]
+    runner.invoke(main, args + ["--no-progress"])
+    agent = tmp_path / "harlow-es" / "seed0" / "agent.pt"
+    before = agent.stat().st_mtime_ns
+    result = runner.invoke(main, args + ["--no-progress"])
+    assert result.exit_code == 1 and agent.stat().st_mtime_ns == before
+
+
+def test_unknown_headline_is_one_line():
+    result = CliRunner().invoke(main, ["reproduce", "harlow-es,nope", "--quick"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "unknown experiment" in result.output
