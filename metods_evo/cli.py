@@ -1,7 +1,9 @@
 """metods-evo command line: a thin layer that parses, validates, calls one function and prints.
 
 Every user mistake (unknown task / optimizer / algorithm, bad numbers, unknown ``--set`` key,
-missing or corrupt run, existing ``--out``) ends with one ``error: ...`` line and exit code 2.
+missing or corrupt run, existing ``--out``, an ``--import`` module not found) ends with one ``error: ...`` line and
+exit code 2. Plugins (``metods_evo.plugins``: installed entry points, ``--import MODULE``) are loaded before the
+command runs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import sys
 
 import click
 
-from metods_evo.config import MAX_SEED, ConfigError, make_config, validate
+from metods_evo import plugins
+from metods_evo.config import MAX_SEED, ConfigError
 from metods_evo.runs import AGENT_CHOICES
 from metods_evo.tasks import TASKS
 
@@ -31,8 +34,8 @@ class OneLineErrors(click.Group):
         except click.ClickException as err:
             click.echo(f"error: {err.format_message()}", err=True)
             sys.exit(2)
-        except ConfigError as err:
-            click.echo(f"error: {err}", err=True)
+        except ConfigError as err:  # unknown task / optimizer: also how to load a plugin's
+            click.echo(f"error: {plugins.with_import_hint(str(err))}", err=True)
             sys.exit(2)
 
 
@@ -75,8 +78,16 @@ def keep_on_interrupt(out: str, experiment):
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="metods-evo")
-def main() -> None:
+@click.option("--import", "imports", multiple=True, metavar="MODULE",
+              help="Import MODULE (on the Python path or in the working directory) before the command: its "
+                   "register(...) calls add tasks and optimizers of your own. Repeatable. Installed packages' entry "
+                   "points in the group metods_evo.plugins are loaded always.")
+def main(imports: tuple[str, ...]) -> None:
     """Meta-RL with self-modifying (MetODS) networks, meta-trained by evolution strategies and policy gradient."""
+    for problem in plugins.load_entry_points():
+        click.echo(f"warning: {problem}", err=True)
+    for name in imports:
+        plugins.import_plugin(name)
 
 
 @main.command()
@@ -117,27 +128,15 @@ def tasks() -> None:
 def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, device, num_actors, out, sets, resume,
           progress) -> None:
     """Meta-train a MetODS agent; prints the run directory and the final evaluation."""
+    from metods_evo import api
     from metods_evo.evaluate import format_table
-    from metods_evo.runs import RunDir
-    from metods_evo.train import train as run_training
 
     if resume is not None:
         given = [task, optimizer, algorithm, popsize, seed, device, num_actors, out]
         if any(v is not None for v in given) or sets:
             raise ConfigError("--resume continues a run with its saved config; only --generations / "
                               "--budget-steps may be given, to extend it")
-        run = RunDir.open(resume)
-        cfg = run.config()
-        extended = generations is not None or budget_steps is not None
-        if extended:
-            # Extending a run: the same search continued under the new limit, which replaces the old ones.
-            cfg.generations = generations if generations is not None else cfg.generations
-            cfg.budget_steps = budget_steps if budget_steps is not None else 0
-            cfg.max_minutes = 0.0
-        validate(cfg)
-        run.check_resumable(cfg)  # everything checked before the first write
-        if extended:
-            run.save_config(cfg)
+        cfg, run = api.resume_run(resume, generations, budget_steps)
     else:
         es_flags = {"--algorithm": algorithm, "--popsize": popsize, "--num-actors": num_actors}
         unused = [flag for flag, value in es_flags.items() if value is not None]
@@ -146,15 +145,9 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
         flags = {"es.algorithm": algorithm, "es.popsize": popsize, "generations": generations,
                  "budget_steps": budget_steps, "seed": seed, "device": device, "es.num_actors": num_actors}
         overrides = {k: str(v) for k, v in flags.items() if v is not None} | parse_sets(sets)
-        cfg = make_config(task or "harlow", optimizer or "es", overrides)
-        run = RunDir.create(cfg, out)
+        cfg, run = api.new_run(task or "harlow", optimizer or "es", overrides, out)
     click.echo(f"run directory: {run.path}", err=True)
-    try:
-        report = run_training(cfg, run, resume=resume is not None, progress=progress)
-    except Exception:
-        if resume is None:
-            run.discard_if_untrained()  # a new run that failed before its first generation leaves nothing behind
-        raise
+    report = api.run_training(cfg, run, resume=resume is not None, progress=progress)
     click.echo(format_table(report))
     click.echo(f"best theta from generation {report['generation']}, {report['env_steps']:,} env steps, "
                f"{report['wall_s']:.0f} s; files in {run.path}")

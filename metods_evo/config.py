@@ -97,7 +97,8 @@ class ModelConfig:
 @dataclass
 class ESConfig:
     algorithm: str = "pgpe"
-    """evotorch search algorithm: pgpe (with ClipUp) | snes | cem | cmaes."""
+    """evotorch search algorithm: pgpe (with ClipUp) | snes | cem | cmaes (diagonal covariance) | cmaes-full | xnes
+    (full covariance: memory and time grow with the square of theta's length, and more)."""
     popsize: int = 256
     """Population size (PGPE samples symmetric pairs, so it must be even)."""
     episodes: int = 16
@@ -254,6 +255,9 @@ class RunConfig:
     """How evaluation (and the run's agent) picks actions: greedy | sample. '' = as the optimizer trained
     it: es.action_mode (greedy by default) for ES; sampled for a2c, ppo and hybrid, whose policies are
     stochastic by construction (the arg-max of a still uncertain policy can be far worse than the policy)."""
+    logger: str = "csv"
+    """Where the training metrics go: 'csv' (metrics.csv, always written: the source of truth) or 'tensorboard'
+    (also the same scalars per generation into RUN/tensorboard/; needs ``pip install tensorboard``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -504,7 +508,7 @@ CHOICES = {
     "model.write_pre": ("current", "previous"),
     "model.feedback": ("none", "diagonal"),
     "model.w0": ("zero", "learnt", "random"),
-    "es.algorithm": ("pgpe", "snes", "cem", "cmaes"),
+    "es.algorithm": ("pgpe", "snes", "cem", "cmaes", "cmaes-full", "xnes"),
     "es.action_mode": ("greedy", "sample"),
     "es.ties": ("index", "random", "average"),
     "es.antithetic": ("auto", "on", "late", "off"),
@@ -573,8 +577,9 @@ def check_values(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be {'in ' if spec[0] in '[(' else ''}{spec} (got {values[key]})")
     if cfg.generations < 1 and cfg.budget_steps < 1:
         raise ConfigError("give generations >= 1 or budget_steps >= 1")
-    if cfg.es.late_sigma > 0 and cfg.es.algorithm == "cmaes":
-        raise ConfigError("es.late_sigma bounds a Gaussian searcher's standard deviation: pgpe, snes or cem, not cmaes")
+    if cfg.es.late_sigma > 0 and cfg.es.algorithm not in ("pgpe", "snes", "cem"):
+        raise ConfigError(f"es.late_sigma bounds a diagonal Gaussian's standard deviation: pgpe, snes or cem, not "
+                          f"{cfg.es.algorithm}")
     if cfg.es.algorithm == "pgpe" and cfg.es.popsize % 2:
         raise ConfigError(f"PGPE samples symmetric pairs: es.popsize must be even (got {cfg.es.popsize})")
     parents = math.floor(cfg.es.popsize * cfg.es.parenthood_ratio)

@@ -197,8 +197,8 @@ class RunDir:
                     "env_steps": trainer["env_steps"]}
         if not path.is_file():
             raise RunError(f"{self.path} has no trained agent yet ({path.name} missing)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # tensors and plain values only: an agent file, unlike a checkpoint, never runs code when loaded
+            state = torch.load(path, map_location="cpu", weights_only=True)
             state["theta"]
         except Exception as err:  # noqa: BLE001
             raise RunError(f"corrupt agent file {path}: {type(err).__name__}") from None

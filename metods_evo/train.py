@@ -10,27 +10,42 @@ the best one as the run's agent, and writes an atomic checkpoint (and the last t
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from metods_evo.config import RunConfig, generation_seed, validate
+from metods_evo.config import ConfigError, RunConfig, generation_seed, validate
 from metods_evo.evaluate import EVAL_STREAM, evaluate_theta, final_seed
 from metods_evo.runs import CURVES, EVAL, RunDir, RunError
 
-OPTIMIZERS: dict[str, str] = {}
+# An optimizer's trainer is built as ``factory(cfg)``: the factory is a class or function, or its "module:name",
+# imported on first use (so that evotorch or a user's module is only imported when its optimizer is chosen).
+TrainerFactory = Callable[[RunConfig], Any]
+OPTIMIZERS: dict[str, str | TrainerFactory] = {}
+
+LOGGERS = ("csv", "tensorboard")  # RunConfig.logger: metrics.csv always; tensorboard adds RUN/tensorboard/
+TENSORBOARD = "tensorboard"  # the run's subfolder of TensorBoard event files
 
 
 class DivergedError(RunError):
     """Training produced a non-finite theta (one-line CLI error, exit code 2); the run keeps its last good files."""
 
 
-def register_optimizer(name: str, entry_point: str) -> None:
-    """``entry_point`` is ``"module:Class"`` of a trainer built as ``Class(cfg)``."""
+def register_optimizer(name: str, entry_point: str | TrainerFactory) -> None:
+    """``entry_point`` builds the optimizer's trainer as ``entry_point(cfg)``: a class or factory function, or its
+    ``"module:name"`` string (imported on first use). The trainer's interface: docs/architecture.md."""
+    if isinstance(entry_point, str):
+        if entry_point.count(":") != 1 or not all(entry_point.split(":")):
+            raise TypeError(f"optimizer {name!r}: a string entry point is 'module:name', got {entry_point!r}")
+    elif not callable(entry_point):
+        raise TypeError(f"optimizer {name!r}: the entry point must be a class, a function or a 'module:name' "
+                        f"string, got {entry_point!r}")
     OPTIMIZERS[name] = entry_point
 
 
@@ -41,14 +56,52 @@ register_optimizer("hybrid", "metods_evo.optimizers.hybrid:HybridTrainer")
 
 
 def make_trainer(cfg: RunConfig):
-    module, cls = OPTIMIZERS[cfg.optimizer].split(":")
-    return getattr(importlib.import_module(module), cls)(cfg)
+    factory = OPTIMIZERS[cfg.optimizer]
+    if isinstance(factory, str):
+        module, name = factory.split(":")
+        factory = getattr(importlib.import_module(module), name)
+    return factory(cfg)
+
+
+def check_logger(cfg: RunConfig) -> None:
+    """``ConfigError`` for an unknown ``logger`` or one whose package is not installed: checked before a run
+    directory is created."""
+    if cfg.logger not in LOGGERS:
+        raise ConfigError(f"logger={cfg.logger!r} is not one of {', '.join(LOGGERS)}")
+    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("logger=tensorboard needs the tensorboard package: pip install tensorboard")
+
+
+class TensorBoardLog:
+    """Writes each metrics.csv row as scalars (step: the generation) into RUN/tensorboard/. The writer is made at the
+    first row, so a run that fails before its first generation leaves no folder; a resumed run purges the events
+    past its checkpoint, which it recomputes, as metrics.csv is cut back."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path, self.resume, self.writer = path, resume, None
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        step = int(row["generation"])
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
+
+            self.writer = SummaryWriter(str(self.path), purge_step=step if self.resume else None)
+        for key, value in row.items():
+            if key != "generation" and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()  # a live TensorBoard shows each generation as it ends
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True,
           on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or continue) the run in ``run`` and return its final evaluation report."""
+    """Train (or continue) the run in ``run`` and return its final evaluation report. ``on_generation`` is called
+    with each generation's row of metrics.csv once it is written."""
     validate(cfg)
+    check_logger(cfg)
     if resume:
         run.check_resumable(cfg)
     torch.set_num_threads(cfg.threads)
@@ -69,6 +122,7 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
     eval_seed = generation_seed(cfg.seed, 0, EVAL_STREAM)
     metric = trainer.task.main_metric
     bar = _progress_bar(cfg, trainer, progress)
+    log = TensorBoardLog(run.file(TENSORBOARD), resume) if cfg.logger == "tensorboard" else None
     start = time.perf_counter()
     try:
         done = _finished(cfg, trainer, wall_before)
@@ -95,6 +149,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             wall = wall_before + time.perf_counter() - start
             row |= {"env_steps": trainer.env_steps, "wall_s": round(wall, 3), **metrics, f"eval/{metric}": eval_score}
             run.append_metrics(row)
+            if log is not None:
+                log(row)
             if on_generation is not None:
                 on_generation(row)
             if trainer.generation % cfg.checkpoint_every == 0 or last:
@@ -112,6 +168,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
     finally:
         if bar is not None:
             bar.close()
+        if log is not None:
+            log.close()
         trainer.close()
     return finish(cfg, run)
 
@@ -160,4 +218,5 @@ def _progress_bar(cfg: RunConfig, trainer, enabled: bool):
     return tqdm(total=cfg.generations, initial=trainer.generation, unit="gen", desc=cfg.task, dynamic_ncols=True)
 
 
-__all__ = ["OPTIMIZERS", "DivergedError", "RunError", "finish", "make_trainer", "register_optimizer", "train"]
+__all__ = ["LOGGERS", "OPTIMIZERS", "DivergedError", "RunError", "TensorBoardLog", "check_logger", "finish",
+           "make_trainer", "register_optimizer", "train"]

@@ -14,7 +14,7 @@ def tiny_config(task: str = "harlow", **overrides) -> RunConfig:
     return cfg
 
 
-@pytest.mark.parametrize("algorithm", ["pgpe", "snes", "cem", "cmaes"])
+@pytest.mark.parametrize("algorithm", ["pgpe", "snes", "cem", "cmaes", "cmaes-full", "xnes"])
 def test_each_algorithm_runs_a_few_generations(algorithm):
     trainer = ESTrainer(tiny_config(**{"es.algorithm": algorithm}))
     start = trainer.center().clone()
@@ -95,3 +95,17 @@ def test_late_sigma_bounds_the_step_size_from_late_from_and_resumes_exactly():
     b.load_state_dict(saved)  # resumed just before late_from: the bound is applied there, as in the first run
     assert [b.step()["es/sigma_mean"] for _ in range(2)] == after
     assert torch.equal(a.center(), b.center())
+
+
+def test_a_searcher_stepped_by_hand_scores_new_episodes_each_generation():
+    """The problem advances its own generation counter: a user's loop over ``searcher.step()`` needs no bookkeeping."""
+    trainer = ESTrainer(tiny_config(**{"es.algorithm": "snes"}))
+    fitness = []
+    for _ in range(3):
+        trainer.searcher.step()  # not trainer.step()
+        fitness.append(trainer.searcher.population.evals[:, 0].clone())
+    assert trainer.problem.round == 3
+    reference = ESTrainer(tiny_config(**{"es.algorithm": "snes"}))
+    for expected in fitness:
+        reference.step()
+        assert torch.equal(reference.searcher.population.evals[:, 0], expected)

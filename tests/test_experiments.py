@@ -17,7 +17,7 @@ from metods_evo.experiments import ablate, compare, time_to_threshold
 from metods_evo.optimizers.es import ESTrainer
 from metods_evo.runs import RunDir
 
-TINY = {"es.popsize": 8, "es.episodes": 2, "model.n": 8, "eval_every": 1, "eval_episodes": 16,
+TINY = {"es.popsize": 8, "es.episodes": 2, "es.starts": 1, "model.n": 8, "eval_every": 1, "eval_episodes": 16,
         "final_eval_episodes": 16, "checkpoint_every": 1}
 BUDGET = 2000
 

@@ -17,15 +17,17 @@ def test_quick_gate_trains_every_seed_checks_the_threshold_and_exits_1_on_a_miss
     table = (out / "gate.md").read_text()
     assert table in result.output + "\n" or table.splitlines()[-1] in result.output
     for name in ("harlow-es", "harlow-es-eager"):
-        scores = []
+        cells = []
         for seed in (0, 1):
             run = RunDir.open(out / name / f"seed{seed}")
             cfg = run.config()
             assert cfg.seed == seed and cfg.task == "harlow" and cfg.optimizer == "es"
             assert cfg.model.fused == ("off" if name.endswith("eager") else "auto")
-            scores.append(json.loads((run.path / "eval.json").read_text())["metrics"]["return"]["mean"])
+            final, check = (json.loads((run.path / f).read_text()) for f in ("eval.json", "eval-gate.json"))
+            assert check["episodes"] == 32 and check["seed"] != final["seed"]  # fresh episodes of their own
+            cells.append(f"{check['metrics']['return']['mean']:.3f} ({final['metrics']['return']['mean']:.3f}) ✗")
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
-        assert "**0/2**" in row and all(f"{s:.3f} ✗" in row for s in scores)  # each seed's own score, failed
+        assert "**0/2**" in row and all(cell in row for cell in cells)  # each seed's own scores, failed
     assert HEADLINES["harlow-es"].command() in table
 
 
@@ -45,8 +47,10 @@ def test_gate_resumes_without_retraining(tmp_path):
     runner.invoke(main, args + ["--no-progress"])
     agent = tmp_path / "harlow-es" / "seed0" / "agent.pt"
     before = agent.stat().st_mtime_ns
+    checked = (tmp_path / "harlow-es" / "seed0" / "eval-gate.json").stat().st_mtime_ns
     result = runner.invoke(main, args + ["--no-progress"])
     assert result.exit_code == 1 and agent.stat().st_mtime_ns == before
+    assert (tmp_path / "harlow-es" / "seed0" / "eval-gate.json").stat().st_mtime_ns == checked  # not re-evaluated
 
 
 def test_unknown_headline_is_one_line():

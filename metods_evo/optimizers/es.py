@@ -76,7 +76,7 @@ class MetODSProblem(Problem):
         self.run_cfg = cfg
         self.task = make_task(cfg.task, device=cfg.device, **cfg.task_options)
         self.model = build_model(cfg, self.task)
-        self.round = 0  # generation whose episodes are being scored (synced to Ray actors)
+        self.round = 0  # the generation being scored: its episodes (synced to Ray actors); evaluate() advances it
         self.pending_env_steps = 0
         self.subset = subset
         self.base: torch.Tensor | None = None  # the full theta that a subset search plugs its solutions into
@@ -86,6 +86,13 @@ class MetODSProblem(Problem):
                          dtype=torch.float32, device=cfg.device, seed=cfg.seed if seed is None else seed,
                          num_actors=actors,
                          actor_config={"num_cpus": cfg.es.threads_per_actor} if actors else None)
+
+    def evaluate(self, x) -> None:
+        """Score a population, then move on to the next generation's episodes: each evaluation is one generation,
+        so a searcher stepped by hand (not through ``ESTrainer``) never re-scores the same episodes."""
+        super().evaluate(x)
+        if self.is_main:
+            self.round += 1
 
     def seed(self, value: int) -> None:
         """evotorch 0.6's Ray actors call ``problem.seed(...)``, which ``Problem`` names ``manual_seed``."""
@@ -156,7 +163,7 @@ def ranking_method(base: str, ties: str) -> str:
 
 
 def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
-    from evotorch.algorithms import CEM, CMAES, PGPE, SNES
+    from evotorch.algorithms import CEM, CMAES, PGPE, SNES, XNES
 
     es = cfg.es
     if es.algorithm == "pgpe":
@@ -173,8 +180,13 @@ def make_searcher(cfg: RunConfig, problem: MetODSProblem, center: torch.Tensor):
     if es.algorithm == "cem":
         return CEM(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
                    parenthood_ratio=es.parenthood_ratio)
-    if es.algorithm == "cmaes":
-        return CMAES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init, separable=True)
+    if es.algorithm in ("cmaes", "cmaes-full"):  # cmaes: diagonal covariance, O(D); cmaes-full: O(D^2) memory
+        return CMAES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
+                     separable=es.algorithm == "cmaes")
+    if es.algorithm == "xnes":  # full covariance: O(D^2) memory and a D x D matrix exponential per generation
+        kwargs = {k: v for k, v in (("center_learning_rate", es.center_lr), ("stdev_learning_rate", es.stdev_lr)) if v}
+        return XNES(problem, popsize=es.popsize, center_init=center, stdev_init=es.sigma_init,
+                    ranking_method=ranking_method("nes", es.ties), **kwargs)
     raise ValueError(f"unknown ES algorithm {es.algorithm!r}")
 
 
@@ -204,7 +216,6 @@ class ESTrainer:
 
     def step(self) -> dict[str, float]:
         start = time.perf_counter()
-        self.problem.round = self.generation
         es = self.cfg.es
         if es.late_sigma > 0 and self.generation == es.late_from:
             # evotorch clamps sigma to this bound after each update, starting with this step's update of the last
@@ -243,6 +254,7 @@ class ESTrainer:
         self.problem = self.searcher.problem
         self.model, self.task = self.problem.model, self.problem.task
         self.generation, self.env_steps = state["generation"], state["env_steps"]
+        self.problem.round = self.generation  # the next generation to score
 
     def close(self) -> None:
         if getattr(self.problem, "_actors", None):

@@ -1,7 +1,7 @@
 """Task registry: ``register(id, entry_point, **defaults)`` and ``make_task(id, **options)``.
 
-Entry points are ``"module:Class"`` strings imported on first use (as in gymnasium's registry),
-so heavy simulators are only imported when their task is chosen. A task registered with a ``gym_id``
+An entry point is a ``Task`` subclass or a ``"module:Class"`` string imported on first use (as in gymnasium's
+registry), so heavy simulators are only imported when their task is chosen. A task registered with a ``gym_id``
 (every built-in one: ``metods_evo/<Name>-v0``) is also a gymnasium environment under that id:
 ``gymnasium.make_vec`` gives the batched task as one vector env, ``gymnasium.make`` one episode at a time
 (``tasks/gym_vector.py``).
@@ -20,12 +20,14 @@ from metods_evo.tasks.base import Task, TaskState
 @dataclass(frozen=True)
 class TaskSpec:
     id: str
-    entry_point: str
+    entry_point: str | type[Task]
     defaults: dict[str, Any] = field(default_factory=dict)
     gym_id: str = ""
     description: str = ""
 
     def load_class(self) -> type[Task]:
+        if isinstance(self.entry_point, type):
+            return self.entry_point
         module_name, class_name = self.entry_point.split(":")
         return getattr(importlib.import_module(module_name), class_name)
 
@@ -40,11 +42,22 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {}
 
 
-def register(id: str, entry_point: str, *, gym_id: str = "", description: str = "", **defaults: Any) -> None:
-    """Register a task under ``id``; ``defaults`` override the class's constructor defaults."""
-    if id in TASKS:
-        raise ValueError(f"task {id!r} is already registered")
+def register(id: str, entry_point: str | type[Task], *, gym_id: str = "", description: str = "",
+             **defaults: Any) -> None:
+    """Register a task under ``id``: ``entry_point`` is a ``Task`` subclass or its ``"module:Class"``; ``defaults``
+    override the class's constructor defaults. Registering the same spec again is a no-op (a plugin module imported
+    both by ``--import`` and its entry point); another spec under a taken id is a ``ValueError``."""
+    if isinstance(entry_point, type):
+        if not issubclass(entry_point, Task):
+            raise TypeError(f"task {id!r}: {entry_point.__qualname__} is not a subclass of metods_evo.tasks.Task")
+    elif not (isinstance(entry_point, str) and entry_point.count(":") == 1 and all(entry_point.split(":"))):
+        raise TypeError(f"task {id!r}: the entry point must be a Task subclass or a 'module:Class' string, "
+                        f"got {entry_point!r}")
     spec = TaskSpec(id, entry_point, dict(defaults), gym_id, description)
+    if id in TASKS:
+        if TASKS[id] == spec:
+            return
+        raise ValueError(f"task {id!r} is already registered")
     TASKS[id] = spec
     if gym_id:
         from metods_evo.tasks.gym_vector import register_gymnasium
