@@ -69,7 +69,7 @@ HEADLINES: dict[str, Headline] = {
                                       "about 13x the fused path's time, so 2 seeds)"),
     "harlow-es-random-ties": Headline("harlow", "es", 3.8, minutes=10, seeds=10, overrides=(("es.ties", "random"),),
                                       claim="the same with fitness ties broken at random"),
-    "harlow-ppo": Headline("harlow", "ppo", 3.8, minutes=10, seeds=3,
+    "harlow-ppo": Headline("harlow", "ppo", 3.8, minutes=20, seeds=3,
                            claim="PPO (BPTT through the plastic dynamics) solves Harlow"),
 }
 

@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli
 
 from metods_evo import analysis
 from metods_evo.agent import load_agent
-from metods_evo.cli import main
 from metods_evo.config import ConfigError, ModelConfig
 from metods_evo.models import MetODS
 from metods_evo.tasks import make_task
@@ -20,12 +19,6 @@ TINY = ["--generations", "2", "--popsize", "8", "--set", "es.episodes=2", "--set
         "--set", "eval_every=2", "--no-progress"]
 FIGURES = ("w_pca.png", "energy.png", "delta_w.png", "reward_per_step.png", "saturation.png")
 
-
-def cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def trained_run(tmp_path_factory, task):

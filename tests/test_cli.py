@@ -10,10 +10,9 @@ import time
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli, cli_process, refused
 
 import metods_evo
-from metods_evo.cli import main
 from metods_evo.runs import checkpoint_center
 
 TINY = ["--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6", "--set", "model.depth=2",
@@ -26,27 +25,9 @@ def _work_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def cli(*args):
-    """The CLI in-process through Click's test runner (fast: no interpreter start-up per call)."""
-    result = CliRunner().invoke(main, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return Result(result.exit_code, result.stdout, result.stderr)
-
-
-def cli_process(*args, **kwargs):
-    """The real console entry point in a subprocess (exit codes and stderr exactly as a user sees them)."""
-    return subprocess.run([sys.executable, "-m", "metods_evo.cli", *args], capture_output=True, text=True, **kwargs)
-
-
 def test_tasks_lists_registry():
     result = cli("tasks")
-    assert result.returncode == 0
+    assert result.exit_code == 0
     assert "harlow" in result.stdout and "maze" in result.stdout and " 20 " in result.stdout
 
 
@@ -54,7 +35,7 @@ def test_tasks_lists_registry():
 def test_train_evaluate_and_load_agent(tmp_path, task):
     out = tmp_path / "run"
     result = cli("train", "--task", task, "--generations", "3", "--out", str(out), *TINY)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert "return" in result.stdout and f"run directory: {out}" in result.stderr
     for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "last.pt", "eval.json", "curves.png"):
         assert (out / name).is_file(), name
@@ -65,7 +46,7 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
 
     figure = tmp_path / "evaluate.png"
     evaluated = cli("evaluate", str(out), "--episodes", "30", "--json", "--plot", str(figure))
-    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.exit_code == 0, evaluated.stderr
     evaluation = json.loads(evaluated.stdout)
     assert evaluation["episodes"] == 30
     # the reward per time step sums to the mean return; its figure is written where --plot says
@@ -81,9 +62,9 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
 
 def test_evaluate_maze_on_a_larger_size(tmp_path):
     out = tmp_path / "maze"
-    assert cli("train", "--task", "maze", "--generations", "1", "--out", str(out), *TINY).returncode == 0
+    assert cli("train", "--task", "maze", "--generations", "1", "--out", str(out), *TINY).exit_code == 0
     result = cli("evaluate", str(out), "--set", "task.size=10", "--episodes", "20", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["task_options"]["size"] == 10 and "steps_to_first_reward" in report["metrics"]
 
@@ -91,7 +72,7 @@ def test_evaluate_maze_on_a_larger_size(tmp_path):
 def test_agent_api_reproduces_rollout_returns(tmp_path):
     """Stepping a task by hand through Agent.act gives the same returns as the batched evaluation."""
     out = tmp_path / "run"
-    assert cli("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
+    assert cli("train", "--generations", "2", "--out", str(out), *TINY).exit_code == 0
     agent = metods_evo.load_agent(out)
     task = metods_evo.make_task("harlow")
     g = torch.Generator().manual_seed(5)
@@ -114,7 +95,7 @@ def test_agent_api_reproduces_rollout_returns(tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     args = ["train", "--generations", "8", *TINY, "--set", "checkpoint_every=1"]
     full = cli(*args, "--out", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr
+    assert full.exit_code == 0, full.stderr
 
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "metods_evo.cli", *args, "--out", str(killed_dir)],
@@ -130,7 +111,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert len((killed_dir / "metrics.csv").read_text().splitlines()) < 9, "the run finished before the kill"
 
     resumed = cli("train", "--resume", str(killed_dir))
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.exit_code == 0, resumed.stderr
     a = torch.load(tmp_path / "full" / "agent.pt", weights_only=False)
     b = torch.load(killed_dir / "agent.pt", weights_only=False)
     assert torch.equal(a["theta"], b["theta"]) and a["generation"] == b["generation"]
@@ -148,34 +129,33 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 
 
 def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
-    assert cli("train", "--generations", "4", "--out", str(tmp_path / "long"), *TINY).returncode == 0
-    assert cli("train", "--generations", "2", "--out", str(tmp_path / "short"), *TINY).returncode == 0
+    assert cli("train", "--generations", "4", "--out", str(tmp_path / "long"), *TINY).exit_code == 0
+    assert cli("train", "--generations", "2", "--out", str(tmp_path / "short"), *TINY).exit_code == 0
     extended = cli("train", "--resume", str(tmp_path / "short"), "--generations", "4")
-    assert extended.returncode == 0, extended.stderr
+    assert extended.exit_code == 0, extended.stderr
     a = torch.load(tmp_path / "long" / "checkpoint.pt", weights_only=False)["trainer"]
     b = torch.load(tmp_path / "short" / "checkpoint.pt", weights_only=False)["trainer"]
     assert a["generation"] == b["generation"] == 4 and a["env_steps"] == b["env_steps"]
     last_long, last_short = (torch.load(tmp_path / name / "last.pt", weights_only=False) for name in ("long", "short"))
     assert last_short["generation"] == 4 and torch.equal(last_short["theta"], last_long["theta"])
     assert json.loads((tmp_path / "short" / "config.json").read_text())["generations"] == 4
-    refused = cli("train", "--resume", str(tmp_path / "short"), "--popsize", "4")
-    assert refused.returncode == 2 and "only --generations" in refused.stderr
+    refused(cli("train", "--resume", str(tmp_path / "short"), "--popsize", "4"), "only --generations")
 
 
 def test_extending_a_budgeted_run_and_evaluating_on_an_incompatible_task(tmp_path):
     out = tmp_path / "run"
-    assert cli("train", "--budget-steps", "500", "--out", str(out), *TINY).returncode == 0
+    assert cli("train", "--budget-steps", "500", "--out", str(out), *TINY).exit_code == 0
     steps = torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]["generation"]
-    assert cli("train", "--resume", str(out), "--generations", str(steps + 2)).returncode == 0
+    assert cli("train", "--resume", str(out), "--generations", str(steps + 2)).exit_code == 0
     assert torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]["generation"] == steps + 2
     bad = cli("evaluate", str(out), "--task", "maze")
-    assert bad.returncode == 2 and "observation / action sizes" in bad.stderr
+    refused(bad, "observation / action sizes")
 
 
 def test_last_theta_evaluates_and_pairs_against_the_best(tmp_path):
     """`--agent last` plays the latest checkpoint's theta: from last.pt, or checkpoint.pt in runs without one."""
     out = tmp_path / "run"
-    assert cli("train", "--generations", "3", "--out", str(out), *TINY, "--set", "eval_every=1").returncode == 0
+    assert cli("train", "--generations", "3", "--out", str(out), *TINY, "--set", "eval_every=1").exit_code == 0
     trainer = torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]
     last = torch.load(out / "last.pt", weights_only=False)
     assert last["generation"] == trainer["generation"] == 3
@@ -193,15 +173,14 @@ def test_last_theta_evaluates_and_pairs_against_the_best(tmp_path):
     fallback = json.loads(cli("evaluate", str(out), "--agent", "last", *args).stdout)["metrics"]["return"]["mean"]
     assert fallback == pytest.approx(scores["last"])
     (out / "checkpoint.pt").unlink()
-    missing = cli_process("evaluate", str(out), "--agent", "last")
-    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no last theta" in missing.stderr
-    assert cli("evaluate", str(out), "--episodes", "5").returncode == 0  # the best theta is still there
+    refused(cli_process("evaluate", str(out), "--agent", "last"), "no last theta")
+    assert cli("evaluate", str(out), "--episodes", "5").exit_code == 0  # the best theta is still there
 
 
 def test_time_budget_stops_the_run(tmp_path):
     out = tmp_path / "run"
     result = cli("train", "--generations", "1000", "--out", str(out), *TINY, "--set", "max_minutes=0.0001")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert len((out / "metrics.csv").read_text().splitlines()) == 2  # header + the one generation that ran
 
 
@@ -234,26 +213,24 @@ def test_console_entry_point_exit_code_and_single_line():
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     result = cli(*args)
     assert not (tmp_path / "runs").exists(), "a refused command must not leave a run directory behind"
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    refused(result, message)
 
 
 def test_existing_out_and_corrupt_runs_are_refused_without_damage(tmp_path):
     out = tmp_path / "run"
-    assert cli("train", "--generations", "2", "--out", str(out), *TINY).returncode == 0
+    assert cli("train", "--generations", "2", "--out", str(out), *TINY).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     again = cli("train", "--generations", "2", "--out", str(out), *TINY)
-    assert again.returncode == 2 and "already exists" in again.stderr
+    refused(again, "already exists")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
     (out / "agent.pt").write_bytes(b"garbage")
     bad = cli("evaluate", str(out))
-    assert bad.returncode == 2 and "corrupt" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    refused(bad, "corrupt")
     (out / "config.json").write_text("{not json")
     bad = cli("evaluate", str(out))
-    assert bad.returncode == 2 and "corrupt" in bad.stderr
+    refused(bad, "corrupt")
     empty = tmp_path / "empty"
     empty.mkdir()
     bad = cli("train", "--resume", str(empty))
-    assert bad.returncode == 2 and "not a run directory" in bad.stderr
+    refused(bad, "not a run directory")

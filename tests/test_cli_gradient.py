@@ -4,10 +4,9 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli, refused
 
 import metods_evo
-from metods_evo.cli import main
 from metods_evo.runs import checkpoint_center
 
 TINY = ["--set", "model.n=6", "--set", "model.depth=2", "--set", "eval_episodes=8", "--set", "final_eval_episodes=20",
@@ -19,12 +18,6 @@ TINY = ["--set", "model.n=6", "--set", "model.depth=2", "--set", "eval_episodes=
 def _work_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-
-def cli(*args):
-    result = CliRunner().invoke(main, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 @pytest.mark.parametrize("optimizer,task", [("a2c", "harlow"), ("ppo", "maze"), ("hybrid", "harlow")])
@@ -80,5 +73,5 @@ def test_resume_continues_exactly(tmp_path, optimizer):
 ])
 def test_bad_gradient_settings_fail_cleanly(tmp_path, sets, message):
     result = cli("train", "--optimizer", "ppo", "--out", str(tmp_path / "r"), *TINY, *sets)
-    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    refused(result, message)
     assert not (tmp_path / "r").exists()

@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli
 
 import metods_evo
-from metods_evo.cli import main
 
 # Short episodes: 10 steps of the locomotion tasks, 2 Meta-World rollouts of 10 steps (the full shapes are tested
 # in test_locomotion.py / test_metaworld.py).
@@ -33,10 +32,7 @@ def test_tiny_training_run(tmp_path, monkeypatch, task, optimizer):
         pytest.importorskip("metaworld")
     monkeypatch.chdir(tmp_path)  # MuJoCo may log warnings to ./MUJOCO_LOG.TXT
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--task", task, "--optimizer", optimizer, "--out", str(out),
-                                       *TASKS[task], *TINY])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
+    result = cli("train", "--task", task, "--optimizer", optimizer, "--out", out, *TASKS[task], *TINY)
     assert result.exit_code == 0, result.output
     for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "eval.json"):
         assert (out / name).is_file(), name

@@ -8,10 +8,9 @@ import statistics
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli
 
 import metods_evo.train
-from metods_evo.cli import main
 from metods_evo.config import ConfigError, make_config
 from metods_evo.experiments import ablate, compare, time_to_threshold
 from metods_evo.optimizers.es import ESTrainer
@@ -191,12 +190,6 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-def cli(*args):
-    result = CliRunner().invoke(main, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
 
 def test_cli_compare_end_to_end(in_tmp, monkeypatch):
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
@@ -288,5 +281,5 @@ def test_ablate_defaults_and_bad_variants():
         ablation_arms("maze", "ppo", ["depth-5"])
     with pytest.raises(ConfigError, match="default model"):
         ablation_arms("maze", "ppo", ["write-linear"])
-    result = CliRunner().invoke(main, ["ablate", "--task", "maze", "--variants", "nope", "--budget-steps", "10"])
+    result = cli("ablate", "--task", "maze", "--variants", "nope", "--budget-steps", "10")
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "unknown variant" in result.output

@@ -1,11 +1,10 @@
 """``metods-evo impairment``: the same episodes with each actuator frozen, scored against the intact agent."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from helpers import cli, refused
 
 pytest.importorskip("mujoco")
 
@@ -43,20 +42,17 @@ def test_fractions_are_relative_to_a_positive_intact_return():
 
 def test_cli_writes_table_json_and_figure_and_refuses_bad_input(tmp_path):
     run = tmp_path / "run"
-    base = [sys.executable, "-m", "metods_evo.cli"]
-    subprocess.run(base + ["train", "--task", "cheetah-dir", "--generations", "1", "--popsize", "4", "--out", str(run),
-                           "--no-progress", "--set", "es.episodes=1", "--set", "task.episode_steps=10",
-                           "--set", "model.n=4", "--set", "eval_episodes=2"], check=True, capture_output=True)
-    done = subprocess.run(base + ["impairment", str(run), "--actuators", "1,4", "--episodes", "4"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    trained = cli("train", "--task", "cheetah-dir", "--generations", "1", "--popsize", "4", "--out", run,
+                  "--no-progress", "--set", "es.episodes=1", "--set", "task.episode_steps=10", "--set", "model.n=4",
+                  "--set", "eval_episodes=2")
+    assert trained.exit_code == 0, trained.stderr
+    done = cli("impairment", run, "--actuators", "1,4", "--episodes", "4")
+    assert done.exit_code == 0, done.stderr
     assert "| actuator 1 frozen |" in done.stdout and "| actuator 4 frozen |" in done.stdout
     saved = json.loads((run / "impairment.json").read_text())
     assert list(saved["frozen"]) == ["1", "4"] and saved["episodes"] == 4
     assert (run / "impairment.png").read_bytes()[:4] == b"\x89PNG"
-    last = subprocess.run(base + ["impairment", str(run), "--actuators", "1", "--episodes", "4", "--agent", "last",
-                                  "--out", str(tmp_path / "last")], capture_output=True, text=True)
-    assert last.returncode == 0 and (tmp_path / "last" / "impairment.json").is_file(), last.stderr
+    last = cli("impairment", run, "--actuators", "1", "--episodes", "4", "--agent", "last", "--out", tmp_path / "last")
+    assert last.exit_code == 0 and (tmp_path / "last" / "impairment.json").is_file(), last.stderr
     for args, message in ((["--actuators", "6"], "actuators 0..5"), (["--actuators", "a"], "comma-separated")):
-        bad = subprocess.run(base + ["impairment", str(run), *args], capture_output=True, text=True)
-        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+        refused(cli("impairment", run, *args), message)

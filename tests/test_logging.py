@@ -5,10 +5,9 @@ import math
 import sys
 
 import pytest
-from click.testing import CliRunner
+from helpers import cli, refused
 
 import metods_evo
-from metods_evo.cli import main
 from metods_evo.config import ConfigError
 from metods_evo.runs import RunDir
 
@@ -27,8 +26,7 @@ def _work_in_tmp(tmp_path, monkeypatch):
 
 def test_tensorboard_without_its_package_is_refused_before_any_file(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed, whether it is or not
-    args = ["train", "--generations", "2", "--set", "logger=tensorboard", "--no-progress"]
-    result = CliRunner().invoke(main, args)
+    result = cli("train", "--generations", "2", "--set", "logger=tensorboard", "--no-progress")
     assert result.exit_code == 2
     assert result.stderr == "error: logger=tensorboard needs the tensorboard package: pip install tensorboard\n"
     with pytest.raises(ConfigError, match="pip install tensorboard"):
@@ -41,8 +39,7 @@ def test_tensorboard_without_its_package_is_refused_before_any_file(tmp_path, mo
     (tmp_path / "run" / "config.json").write_text(config.replace('"logger": "csv"', '"logger": "tensorboard"'))
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
-    resumed = CliRunner().invoke(main, ["train", "--resume", "run", "--generations", "2"])
-    assert resumed.exit_code == 2 and "pip install tensorboard" in resumed.stderr
+    refused(cli("train", "--resume", "run", "--generations", "2"), "pip install tensorboard")
     assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
 
 

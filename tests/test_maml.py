@@ -8,10 +8,9 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli
 
 import metods_evo
-from metods_evo.cli import main
 from metods_evo.config import ConfigError, ModelConfig, make_config
 from metods_evo.models.maml import ADAPTED, MAML
 from metods_evo.rollout import replay, rollout
@@ -322,12 +321,6 @@ TINY = ["--set", "model.kind=maml", "--set", "model.hidden=8", "--set", "eval_ep
 def test_cli_train_evaluate_load_agent(tmp_path, monkeypatch, optimizer):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-
-    def cli(*args):
-        result = CliRunner().invoke(main, list(args))
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result
 
     trained = cli("train", "--task", "harlow", "--optimizer", optimizer, "--generations", "3", "--out", str(out), *TINY)
     assert trained.exit_code == 0, trained.stderr

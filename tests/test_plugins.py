@@ -3,16 +3,14 @@ installed entry point, trained and evaluated through the CLI and the Python API;
 without the plugin is one error line."""
 
 import json
-import subprocess
 import sys
 import textwrap
 
 import pytest
-from click.testing import CliRunner
+from helpers import cli, cli_process, refused
 
 import metods_evo
 from metods_evo import plugins
-from metods_evo.cli import main
 from metods_evo.config import RunConfig
 from metods_evo.tasks import TASKS, make_task, register
 from metods_evo.tasks.harlow import HarlowTask
@@ -49,22 +47,6 @@ PLUGIN = textwrap.dedent('''
 ''')
 
 
-class Result:
-    def __init__(self, returncode, stdout, stderr, exception):
-        self.returncode, self.stdout, self.stderr, self.exception = returncode, stdout, stderr, exception
-
-
-def cli(*args) -> Result:
-    result = CliRunner().invoke(main, list(args))
-    return Result(result.exit_code, result.stdout, result.stderr, result.exception)
-
-
-def one_error_line(result: Result, *parts: str) -> bool:
-    lines = result.stderr.strip().splitlines()
-    return (result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:")
-            and all(part in lines[0] for part in parts))
-
-
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """my_tasks.py in the working directory; the registries, sys.path and sys.modules as they were afterwards."""
@@ -90,23 +72,21 @@ def forget_plugin() -> None:
 
 def test_cli_trains_and_evaluates_a_plugin_task_with_import(plugin):
     trained = cli("--import", "my_tasks", "train", "--task", "short-harlow", "--out", "run", *TINY)
-    assert trained.returncode == 0, trained.stderr
+    assert trained.exit_code == 0, trained.stderr
     assert json.loads((plugin / "run" / "config.json").read_text())["task"] == "short-harlow"
     evaluated = cli("--import", "my_tasks", "evaluate", "run", "--episodes", "10", "--json")
-    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.exit_code == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert report["task"] == "short-harlow" and report["episodes"] == 10 and "trial3_correct" in report["metrics"]
 
     forget_plugin()
     for command in (["evaluate", "run"], ["analyze", "run"], ["impairment", "run"], ["paired", "run", "run"],
                     ["train", "--resume", "run"]):
-        assert one_error_line(cli(*command), "unknown task 'short-harlow'", "--import MODULE"), command
+        refused(cli(*command), "unknown task 'short-harlow'", "--import MODULE")
     assert not (plugin / "run" / "analysis").exists()
     # the console entry point in a fresh process, exactly as a user sees it
-    fresh = subprocess.run([sys.executable, "-m", "metods_evo.cli", "evaluate", "run"], capture_output=True,
-                           text=True, cwd=plugin)
-    assert one_error_line(Result(fresh.returncode, fresh.stdout, fresh.stderr, None),
-                          "run/config.json: unknown task 'short-harlow'", "pass the module that registers it")
+    refused(cli_process("evaluate", "run", cwd=plugin), "run/config.json: unknown task 'short-harlow'",
+            "pass the module that registers it")
 
 
 def test_python_api_trains_a_plugin_task_with_a_factory_optimizer(plugin, monkeypatch):
@@ -123,10 +103,10 @@ def test_python_api_trains_a_plugin_task_with_a_factory_optimizer(plugin, monkey
 
 
 def test_import_errors(plugin):
-    assert one_error_line(cli("--import", "nope", "tasks"), "--import nope: no module named 'nope'")
-    assert one_error_line(cli("--import", "my_tasks.py", "tasks"), "module name")
+    refused(cli("--import", "nope", "tasks"), "--import nope: no module named 'nope'")
+    refused(cli("--import", "my_tasks.py", "tasks"), "module name")
     (plugin / "broken_tasks.py").write_text("import not_installed_dependency\n")
-    broken = cli("--import", "broken_tasks", "tasks")  # a plugin's own bug keeps its traceback
+    broken = cli("--import", "broken_tasks", "tasks", catch=True)  # a plugin's own bug keeps its traceback
     assert isinstance(broken.exception, ModuleNotFoundError) and broken.exception.name == "not_installed_dependency"
     sys.modules.pop("broken_tasks", None)
 
@@ -143,13 +123,13 @@ def test_installed_entry_points_load_at_cli_start(plugin, monkeypatch):
     for slow in [task_id for task_id in TASKS if task_id != "harlow"]:  # `tasks` builds each (MuJoCo: seconds)
         del TASKS[slow]
     listed = cli("tasks")
-    assert listed.returncode == 0, listed.stderr
+    assert listed.exit_code == 0, listed.stderr
     assert [line.split()[:4] for line in listed.stdout.splitlines()[1:]] == [
         ["harlow", "20", "3", "30"], ["short-harlow", "12", "3", "20"], ["shorter-harlow", "12", "3", "20"]]
     assert listed.stderr.strip() == ("warning: plugin 'broken' (metods_evo.plugins: no_such_module) failed to load: "
                                      "ModuleNotFoundError: No module named 'no_such_module'")
     again = cli("tasks")  # once per process: the function is not called twice (which would re-register)
-    assert again.returncode == 0 and again.stderr == ""
+    assert again.exit_code == 0 and again.stderr == ""
     assert TASKS["shorter-harlow"].defaults == {"num_trials": 2}
 
 

@@ -4,9 +4,8 @@ import json
 import math
 
 import pytest
-from click.testing import CliRunner
+from helpers import cli
 
-from metods_evo.cli import main
 from metods_evo.reproduce import EXPERIMENTS
 from metods_evo.runs import RunDir
 
@@ -14,16 +13,17 @@ from metods_evo.runs import RunDir
 @pytest.fixture(scope="module")
 def maze_table(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce") / "maze-table"
-    result = CliRunner().invoke(main, ["reproduce", "maze-table", "--quick", "--out", str(out), "--no-progress"])
+    result = cli("reproduce", "maze-table", "--quick", "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
-    return out, result.output
+    return out, result.stdout
 
 
 def test_quick_maze_table_trains_every_agent_and_tabulates_both_maze_sizes(maze_table):
     out, printed = maze_table
     exp = EXPERIMENTS["maze-table"]
     table = (out / "table.md").read_text()
-    assert table in printed + "\n" or table.splitlines()[2] in printed
+    # stdout is the table as written to table.md, then where the files are (progress and run lines go to stderr)
+    assert printed == f"{table}\nfiles in {out}: table.md, table.csv, training.md, training.png\n"
     rows = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
             for line in (out / "table.csv").read_text().splitlines()[1:]}
     assert list(rows) == [arm.label for arm in exp.arms]
@@ -60,13 +60,13 @@ def test_reproduce_resumes_without_retraining_or_reevaluating(maze_table):
     out, _ = maze_table
     files = sorted(p for p in out.rglob("*") if p.name in ("eval.json", "eval-8x8.json", "agent.pt"))
     before = {p: p.stat().st_mtime_ns for p in files}
-    result = CliRunner().invoke(main, ["reproduce", "maze-table", "--quick", "--out", str(out), "--no-progress"])
+    result = cli("reproduce", "maze-table", "--quick", "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
 
 def test_reproduce_bad_input_is_one_line():
-    result = CliRunner().invoke(main, ["reproduce", "maze-tabel", "--quick"])
+    result = cli("reproduce", "maze-tabel", "--quick")
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "unknown experiment" in result.output
 
 
@@ -91,11 +91,11 @@ def test_paired_plays_both_arms_on_the_table_episodes(maze_table):
 
 def test_paired_cli_prints_the_table_and_rejects_bad_input_in_one_line(maze_table, tmp_path):
     out, _ = maze_table
-    result = CliRunner().invoke(main, ["paired", str(out / "metods"), str(out / "random"), "--episodes", "8"])
+    result = cli("paired", out / "metods", out / "random", "--episodes", "8")
     assert result.exit_code == 0, result.output
     assert "A − B" in result.output and "return" in result.output
     for args, message in (([str(out / "metods"), str(tmp_path)], "neither a run"),
                           ([str(out / "metods"), str(out / "rl2"), "--set", "model.n=4"], "only takes task options"),
                           ([str(out / "metods"), str(out / "rl2"), "--set", "task.sise=4"], "unknown key")):
-        result = CliRunner().invoke(main, ["paired", *args, "--episodes", "8"])
+        result = cli("paired", *args, "--episodes", "8")
         assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output, result.output

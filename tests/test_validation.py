@@ -13,31 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli, refused
 
 import metods_evo
 import metods_evo.train
 from metods_evo import config
-from metods_evo.cli import main
 from metods_evo.config import RANGES, SECTIONS, ConfigError, RunConfig, in_range, make_config, numeric_fields
 
 TINY = ["--set", "es.popsize=8", "--set", "es.episodes=2", "--set", "model.n=6", "--set", "eval_episodes=8",
         "--set", "final_eval_episodes=8", "--no-progress"]
-
-
-def cli(*args):
-    """The CLI in-process through Click's runner; an exception that is not the CLI's own exit fails the test."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def refused(result, message: str = "") -> None:
-    """The CLI's answer to bad input: exit code 2 and exactly one `error:` line on stderr."""
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2, (result.exit_code, result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
 def files(path: Path) -> dict[str, bytes]:
