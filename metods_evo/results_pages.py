@@ -6,8 +6,8 @@
 What it writes:
 
 * ``docs/results.md``: one section per reference run or experiment under ``runs/`` (``REFERENCE_RUNS``), its table
-  read from the run's ``eval*.json`` / ``metrics.csv`` / ``config.json`` (single runs), ``compare.md`` or
-  ``table.md`` (experiment folders), ``impairment.md`` and ``paired-*.txt`` logs, each naming the command (the
+  read from the run's ``eval*.json`` / ``metrics.csv`` / ``config.json`` (single runs), ``table.md`` or
+  ``gate.md`` (experiment folders), ``impairment.md`` and ``paired-*.txt`` logs, each naming the command (the
   first ``bash`` block of the run's ``COMMAND.md``) and the commit it was measured at (a ``Commit: `<hash>` `` line
   of ``COMMAND.md``; without one, the last commit of the files the table reads, ``git log -1 -- FILES``).
 * ``README.md``: the short results table between ``<!-- results:start -->`` and ``<!-- results:end -->``.
@@ -55,11 +55,10 @@ class Reference:
 
 
 REFERENCE_RUNS = (
+    Reference("gate", "`reproduce`: the reproduction gate, each headline trained from scratch on every seed"),
     Reference("harlow-es-default", "Harlow, ES (SNES) with the documented defaults: `metods-evo train`"),
     Reference("harlow-ppo-default", "Harlow, PPO with the documented defaults"),
     Reference("harlow-a2c-default", "Harlow, A2C with the documented defaults"),
-    Reference("harlow-compare", "`compare` on Harlow: ES, A2C, PPO over 3 seeds at 10 M env steps"),
-    Reference("maze-compare", "`compare` on the 8×8 maze: ES, A2C, PPO, the sequential hybrid, 3 seeds, 10 M steps"),
     Reference("maze-table", "`reproduce maze-table`: MetODS, RL², MAML, random beside the paper's maze table, 3 seeds"),
     Reference("cheetah-dir-snes", "cheetah-dir (hidden direction), ES (SNES), 40 M env steps; actuator impairment"),
     Reference("metaworld-reach-es", "Meta-World ML1 reach, ES (PGPE), 1 M env steps; training and held-out goals"),
@@ -189,6 +188,28 @@ class Section:
 
 
 # ---------------------------------------------------------------------------------------------- sections
+def gate_section(root: Path) -> tuple[str, list[str]]:
+    """``metods-evo reproduce HEADLINES``: the pass/fail table of every headline over its seeds (gate.md)."""
+    section = Section(root, "gate")
+    report = (section.path / "gate.md").read_text()
+    table = first_table(report)
+    commands = [line for line in report.splitlines() if line.startswith("- ") and "`metods-evo train" in line]
+    lines = ["## Reproduction gate", "", section.source([section.path / "gate.md"]), "",
+             "Each headline trained from scratch on every seed by the code of the commit named (`metods-evo "
+             "reproduce`, `metods_evo/gate.py`). A seed passes when its agent's check (the best theta on fresh "
+             "episodes of the gate's own stream) reaches the threshold; the run's final evaluation (1000 episodes) "
+             "is in brackets. Wall times are per run, with the runs sharing the machine as the command says "
+             "(`--jobs`).", "", *table, "", *commands]
+    readme = []
+    for row in table[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        checks = [float(v) for v in re.findall(r"(-?[\d.]+) \(", cells[2])]
+        spread = f"{min(checks):.2f}-{max(checks):.2f}" if checks else "n/a"
+        readme.append(f"| Harlow (optimum 4) | reproduction gate `{cells[0]}`, every seed from scratch | "
+                      f"{cells[1]} seeds {cells[3]} (checks {spread}) | {_link('gate', '')} |")
+    return "\n".join(lines), readme
+
+
 def harlow_defaults(root: Path) -> tuple[str, list[str]]:
     """The three Harlow runs with the documented defaults of ES, PPO and A2C."""
     lines = ["## Harlow: the documented defaults", "",
@@ -214,16 +235,6 @@ def harlow_defaults(root: Path) -> tuple[str, list[str]]:
         readme.append(f"| Harlow (optimum 4) | MetODS, {_optimizer(cfg)} | return **{metrics['return']['mean']:.2f}**, "
                       f"trials 2–5 {100 * metrics['solved_trials_2_5']['mean']:.1f} % correct | {_link(name, '')} |")
     return "\n".join(lines + ["", "Commands:", "", *commands]), readme
-
-
-def compare_section(root: Path, name: str, title: str, reading: str) -> tuple[str, list[str]]:
-    """An experiment folder of ``metods-evo compare``: its compare.md table and plot."""
-    section = Section(root, name)
-    table = first_table((section.path / "compare.md").read_text())
-    files = [section.path / "compare.md"]
-    lines = [f"## {title}", "", section.source(files), "", *table, "", reading, "",
-             f"![{name}](../runs/{name}/compare.png)"]
-    return "\n".join(lines), []
 
 
 def maze_table(root: Path) -> tuple[str, list[str]]:
@@ -331,15 +342,8 @@ def metaworld_reach(root: Path) -> tuple[str, list[str]]:
 
 
 SECTIONS: tuple[Callable[[Path], tuple[str, list[str]]], ...] = (
+    gate_section,
     harlow_defaults,
-    lambda root: compare_section(
-        root, "harlow-compare", "Harlow: ES against A2C and PPO at 10 M env steps",
-        "PPO's runs shared the 2 cores with 2-6 other processes (its COMMAND.md): compare env steps, not wall times."),
-    lambda root: compare_section(
-        root, "maze-compare", "Maze 8×8: ES, A2C, PPO and the sequential hybrid at 10 M env steps",
-        "These runs used the maze model of the time for every optimizer (S = 3, N = 24, W0 = 0; hence the `--set` in "
-        "the command); PPO's maze preset is S = 1, N = 64 since (the maze table below). Sampled actions for the "
-        "gradient-trained agents; 2+ jobs at once: compare env steps."),
     maze_table,
     cheetah_dir,
     metaworld_reach,
@@ -356,9 +360,10 @@ def render_results(root: Path) -> tuple[str, str]:
     regenerate = ["## Regenerating the reference runs", "",
                   "Each command (the first of its `COMMAND.md`, run from the repository root) trains the run or "
                   "experiment from scratch; on an existing folder, `compare` and `reproduce` resume it or, when every "
-                  "run is finished, only re-tabulate it. Expect the same quality, not the same digits: the fused C++ "
-                  "kernels and other float32 rounding changes since a run was recorded are amplified by training "
-                  "([kernels](kernels.md)).", ""]
+                  "run is finished, only re-tabulate it. On the kind of machine a run was recorded on, today's code "
+                  "replays its first generation exactly (`tests/test_reference_runs.py`, a slow test); another CPU's "
+                  "vector width can change the float32 rounding, which training amplifies: there, expect the same "
+                  "quality, not the same digits ([kernels](kernels.md)).", ""]
     regenerate += [f"- `runs/{ref.directory}`: `{command(root / 'runs' / ref.directory)}`" for ref in REFERENCE_RUNS]
     page = "\n".join(["# Results", "", GENERATED, "",
                       "Every table below is read from a reference run's own files under [`runs/`](../runs/README.md) "
