@@ -22,11 +22,37 @@ def pytest_sessionstart(session):
                                                    stderr=subprocess.DEVNULL)
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``gpu`` skips where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 def pytest_sessionfinish(session):
     process = session.config.stash.get(_WARM, None)
     if process is not None:
         process.wait()  # never kill it mid-build: torch's lock file would stay, and later builds would wait on it
 
+
+@pytest.fixture
+def work_in_tmp(tmp_path, monkeypatch):
+    """Default run directories (runs/...) land in a temporary folder, never in the repository; a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("work_in_tmp")``."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def bandit_task():
+    """test_gradient.py's two-armed bandit (the paying arm hidden per episode), registered for one test: its id."""
+    from metods_evo.tasks import TASKS, register
+
+    register("bandit-test", "test_gradient:TwoArmedBandit")
+    yield "bandit-test"
+    TASKS.pop("bandit-test")
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,25 @@
 """Shared by the test modules (``from helpers import cli``): the command line run in-process or as a user runs it,
-and the check of its answer to bad input."""
+the check of its answer to bad input, and the markers of tests whose task needs an optional extra."""
 
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner, Result
 
 from metods_evo.cli import main
+
+EXTRA_OF_TASK = {"cheetah-dir": "mujoco", "ant-dir": "mujoco", "metaworld-reach": "metaworld",
+                 "metaworld-push": "metaworld", "metaworld-ml10": "metaworld"}
+"""The optional extra (pyproject.toml) each registered task's simulator needs; the others need none."""
+EXTRA_MARKS = {"mujoco": (pytest.mark.mujoco,), "metaworld": (pytest.mark.mujoco, pytest.mark.metaworld)}
+"""The markers of a test that needs an extra (Meta-World runs on MuJoCo)."""
+
+
+def task_params(task_ids) -> list:
+    """``task_ids`` for ``pytest.mark.parametrize``, each carrying the markers of the extra its task needs."""
+    return [pytest.param(task_id, id=task_id, marks=EXTRA_MARKS.get(EXTRA_OF_TASK.get(task_id), ()))
+            for task_id in task_ids]
 
 
 def cli(*args, catch: bool = False) -> Result:

@@ -85,6 +85,7 @@ def test_antithetic_needs_an_even_count_and_a_task_with_twins():
         reset_episodes(maze, 8, torch.Generator(), antithetic=True)
 
 
+@pytest.mark.mujoco
 def test_direction_twins_start_alike_and_run_the_other_way():
     pytest.importorskip("mujoco")
     for task_id, options in (("cheetah-dir", {}), ("ant-dir", {"directions": "plane"})):

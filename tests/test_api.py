@@ -17,10 +17,7 @@ TINY = {"generations": 2, "es.popsize": 8, "es.episodes": 2, "es.starts": 1, "mo
         "eval_every": 1, "eval_episodes": 8, "final_eval_episodes": 8}
 
 
-@pytest.fixture(autouse=True)
-def _work_in_tmp(tmp_path, monkeypatch):
-    """Run directories (runs/...) land in a temporary folder, never in the repository."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("work_in_tmp")  # run directories land in tmp_path
 
 
 def doc_blocks() -> list[str]:

@@ -37,13 +37,6 @@ class HiddenPush(Task):
 
 
 @pytest.fixture
-def bandit_task():
-    register("bandit-baselines-test", "test_gradient:TwoArmedBandit")  # the task of test_gradient.py
-    yield "bandit-baselines-test"
-    TASKS.pop("bandit-baselines-test")
-
-
-@pytest.fixture
 def push_task():
     register("push-baselines-test", f"{__name__}:HiddenPush")
     yield "push-baselines-test"
@@ -328,6 +321,7 @@ def test_cli_rejects_what_rl2_cannot_do(tmp_path, sets, message):
 
 
 # ---------------------------------------------------------------------------------------------- learning
+@pytest.mark.slow
 def test_rl2_ppo_learns_to_remember_the_paying_arm(bandit_task):
     """Chance is 0 and a perfect agent earns 9 (the first pull is a guess): the GRU must keep which arm paid.
     40 PPO updates of 64 episodes take a few seconds; seeds 0-5 all reach a greedy return of ~9 (seed 0: 9.0

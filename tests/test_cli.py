@@ -19,10 +19,7 @@ TINY = ["--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6", "--set
         "--set", "eval_episodes=8", "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _work_in_tmp(tmp_path, monkeypatch):
-    """Default run directories (runs/...) land in a temporary folder, never in the repository."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("work_in_tmp")  # run directories land in tmp_path
 
 
 def test_tasks_lists_registry():
@@ -92,6 +89,7 @@ def test_agent_api_reproduces_rollout_returns(tmp_path):
     torch.testing.assert_close(result.returns[0], total)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     args = ["train", "--generations", "8", *TINY, "--set", "checkpoint_every=1"]
     full = cli(*args, "--out", str(tmp_path / "full"))

@@ -14,10 +14,7 @@ TINY = ["--set", "model.n=6", "--set", "model.depth=2", "--set", "eval_episodes=
         "--set", "ppo.epochs=2", "--set", "es.popsize=8", "--set", "es.episodes=2", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _work_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
+pytestmark = pytest.mark.usefixtures("work_in_tmp")  # run directories land in tmp_path
 
 
 @pytest.mark.parametrize("optimizer,task", [("a2c", "harlow"), ("ppo", "maze"), ("hybrid", "harlow")])

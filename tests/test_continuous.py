@@ -97,6 +97,7 @@ def test_agent_act_for_continuous_tasks(direction_task):
         agent.act(obs, torch.zeros(5), prev_reward, state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, updates, floor", [("ppo", 25, 5.0)])
 def test_policy_gradient_learns_a_hidden_direction(direction_task, optimizer, updates, floor):
     """The continuous counterpart of the bandit test: infer the rewarded direction from the first reward (chance

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, task_params
 
 import metods_evo
 
@@ -24,8 +24,11 @@ TINY = ["--generations", "2", "--set", "es.popsize=4", "--set", "es.episodes=2",
         "--set", "ppo.episodes=4", "--set", "ppo.minibatches=2", "--set", "ppo.epochs=1", "--no-progress"]
 
 
+pytestmark = pytest.mark.slow  # training runs through the CLI; test_locomotion.py / test_metaworld.py check the tasks
+
+
 @pytest.mark.parametrize("optimizer", ["es", "ppo"])
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", task_params(sorted(TASKS)))
 def test_tiny_training_run(tmp_path, monkeypatch, task, optimizer):
     pytest.importorskip("mujoco")
     if task.startswith("metaworld"):

@@ -19,7 +19,7 @@ from metods_evo.optimizers.es import ESTrainer
 from metods_evo.rollout import replay, rollout, tile
 from metods_evo.tasks import make_task
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.gpu  # skipped without CUDA (tests/conftest.py)
 
 
 def config(task: str, **overrides) -> RunConfig:
@@ -108,6 +108,7 @@ def test_cuda_generation_is_deterministic_and_finite(task_id):
     torch.testing.assert_close(fitness[0], fitness[1], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_cuda_es_learns_maze_exploration():
     """The CPU suite's learning check (tests/test_es.py::test_es_learns_maze_exploration), on the GPU."""
     cfg = config("maze", device="cuda", **{"model.n": 16, "model.depth": 1, "es.popsize": 64, "es.episodes": 8,

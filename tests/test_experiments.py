@@ -158,6 +158,7 @@ def test_another_config_in_the_same_directory_is_refused_untouched(compared, cha
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_same_runs(compared, tmp_path):
     out = tmp_path / "cmp"
     compare("harlow", ["es"], 2, BUDGET, out, overrides=TINY, jobs=2, progress=False)

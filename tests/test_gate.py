@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from metods_evo.cli import main
@@ -9,6 +10,7 @@ from metods_evo.gate import HEADLINES, gate
 from metods_evo.runs import RunDir
 
 
+@pytest.mark.slow
 def test_quick_gate_trains_every_seed_checks_the_threshold_and_exits_1_on_a_miss(tmp_path):
     out = tmp_path / "gate"
     result = CliRunner().invoke(main, ["reproduce", "harlow-es,harlow-es-eager", "--quick", "--seeds", "2", "--out",

@@ -11,7 +11,7 @@ from metods_evo.models.metods import MetODS
 from metods_evo.optimizers.hybrid import HybridTrainer, plasticity_mask
 from metods_evo.optimizers.pg import actor_critic_loss, gae
 from metods_evo.rollout import episodes_of, replay, rollout
-from metods_evo.tasks import TASKS, make_task, register
+from metods_evo.tasks import make_task
 from metods_evo.tasks.base import Task
 from metods_evo.train import make_trainer
 
@@ -235,13 +235,7 @@ class TwoArmedBandit(Task):
         return {**state, "t": t}, torch.ones(len(action), 1), reward, t >= self.max_steps
 
 
-@pytest.fixture
-def bandit_task():
-    register("bandit-test", f"{__name__}:TwoArmedBandit")
-    yield "bandit-test"
-    TASKS.pop("bandit-test")
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, updates, floor", [("a2c", 200, 3.0), ("ppo", 40, 5.0)])
 def test_policy_gradient_learns_to_remember_through_plasticity(bandit_task, optimizer, updates, floor):
     """Chance is 0 and a perfect agent earns 9 (only the first pull is a guess): with the default settings the

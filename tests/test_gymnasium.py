@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from helpers import EXTRA_OF_TASK as EXTRAS
+from helpers import task_params
 
 import metods_evo  # noqa: F401 - registers the gymnasium ids
 from metods_evo.tasks import TASKS, register
 from metods_evo.tasks.base import Task
 
-EXTRAS = {"cheetah-dir": "mujoco", "ant-dir": "mujoco", "metaworld-reach": "metaworld",
-          "metaworld-push": "metaworld", "metaworld-ml10": "metaworld"}
 # Meta-World episodes are 10 rollouts of 500 steps: shortened, so that the checks stay a few steps.
 QUICK_OPTIONS = {task_id: {"rollouts": 2, "rollout_steps": 5} for task_id in EXTRAS if task_id.startswith("metaworld")}
 # Our observations are unbounded vectors; the checker only suggests bounds.
@@ -34,7 +34,7 @@ def registered(task_id: str) -> str:
     return TASKS[task_id].gym_id
 
 
-@pytest.mark.parametrize("task_id", sorted(TASKS))
+@pytest.mark.parametrize("task_id", task_params(sorted(TASKS)))
 def test_env_checker_on_every_id(task_id):
     gym_id = registered(task_id)
     options = QUICK_OPTIONS.get(task_id, {})

@@ -288,7 +288,7 @@ def test_episode_metrics_hand_made_trace():
     assert partial["solved_trials_2_5"].item() == 0.5 and partial["trials"].item() == 4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_matches_shapes():
     task = HarlowTask("cuda")
     g = torch.Generator("cuda").manual_seed(0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import cli, refused
 
+pytestmark = pytest.mark.mujoco
 pytest.importorskip("mujoco")
 
 from metods_evo import impairment as imp  # noqa: E402
@@ -40,6 +41,7 @@ def test_fractions_are_relative_to_a_positive_intact_return():
     assert scores == {"all": 0.5, "forward": 0.25, "backward": None}
 
 
+@pytest.mark.slow
 def test_cli_writes_table_json_and_figure_and_refuses_bad_input(tmp_path):
     run = tmp_path / "run"
     trained = cli("train", "--task", "cheetah-dir", "--generations", "1", "--popsize", "4", "--out", run,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.mujoco
 mujoco = pytest.importorskip("mujoco")
 gymnasium = pytest.importorskip("gymnasium")
 

@@ -19,9 +19,7 @@ class Killed(Exception):
     pass
 
 
-@pytest.fixture(autouse=True)
-def _work_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("work_in_tmp")  # run directories land in tmp_path
 
 
 def test_tensorboard_without_its_package_is_refused_before_any_file(tmp_path, monkeypatch):

@@ -289,6 +289,7 @@ def hidden_arm():
     TASKS.pop("maml-arm-test")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, updates, floor", [("ppo", 40, 6.0), ("es", 60, 4.0)])
 def test_meta_training_learns_an_initialization_that_adapts(hidden_arm, optimizer, updates, floor):
     """Second-order MAML by PPO, and ES, meta-train an initialization whose one inner step finds the paying arm

@@ -351,7 +351,7 @@ def test_render():
     assert set("".join(picture)) <= set("#.AT")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_runs_on_cuda():
     task = MazeTask(device="cuda", pool_size=64)
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = [pytest.mark.mujoco, pytest.mark.metaworld]
 metaworld = pytest.importorskip("metaworld")
 gymnasium = pytest.importorskip("gymnasium")
 

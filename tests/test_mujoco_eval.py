@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.mujoco
 pytest.importorskip("mujoco", reason="the MuJoCo tasks need the mujoco extra")
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mujoco_eval.py"
 

@@ -9,11 +9,13 @@ the split changes no float either. Starting a local Ray instance takes ~15 s her
 
 import pytest
 import torch
+from helpers import task_params
 
 from metods_evo.config import RunConfig, apply_overrides
 from metods_evo.optimizers.es import ESTrainer
 from metods_evo.tasks import TASKS
 
+pytestmark = pytest.mark.slow  # a local Ray instance and its actors: tens of seconds
 ray = pytest.importorskip("ray")
 
 
@@ -40,7 +42,7 @@ def local_ray():
         ray.shutdown()
 
 
-@pytest.mark.parametrize("task", ["harlow", "cheetah-dir"])
+@pytest.mark.parametrize("task", task_params(["harlow", "cheetah-dir"]))
 def test_two_actors_score_like_one_process(local_ray, task):
     if task == "cheetah-dir":
         pytest.importorskip("mujoco", reason="cheetah-dir needs the mujoco extra")

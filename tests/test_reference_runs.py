@@ -54,6 +54,7 @@ def test_reference_agent_scores_what_its_eval_json_says(name, metric, floor):
     assert agent.model.num_params == run.load_agent_state()["theta"].numel()
 
 
+@pytest.mark.mujoco
 def test_cheetah_dir_reference_earns_in_both_directions():
     """runs/cheetah-dir-snes: ~450 forward / ~630 backward on its final evaluation; standing still is 0."""
     pytest.importorskip("mujoco")
@@ -63,6 +64,8 @@ def test_cheetah_dir_reference_earns_in_both_directions():
         assert report["groups"][direction]["metrics"]["return"]["mean"] >= 200, report["groups"][direction]
 
 
+@pytest.mark.mujoco
+@pytest.mark.metaworld
 def test_metaworld_reference_loads():
     pytest.importorskip("metaworld")
     run = RunDir.open(RUNS / "metaworld-reach-es")

@@ -9,6 +9,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from helpers import task_params
 
 import metods_evo  # noqa: F401 - registers the gymnasium ids
 from metods_evo.tasks import TASKS, make_task, register
@@ -32,7 +33,7 @@ def random_actions(task, batch: int, g: torch.Generator) -> torch.Tensor:
     return task.action_low + (task.action_high - task.action_low) * torch.rand(batch, task.action_dim, generator=g)
 
 
-@pytest.mark.parametrize("task_id", sorted(TASKS))
+@pytest.mark.parametrize("task_id", task_params(sorted(TASKS)))
 def test_task_contract(task_id):
     task = build(task_id)
     g = torch.Generator().manual_seed(0)
@@ -48,7 +49,7 @@ def test_task_contract(task_id):
     assert "return" in metrics and metrics["return"].shape == (7,)
 
 
-@pytest.mark.parametrize("task_id", sorted(TASKS))
+@pytest.mark.parametrize("task_id", task_params(sorted(TASKS)))
 def test_gymnasium_make_vec(task_id):
     spec = TASKS[task_id]
     task = build(task_id)

@@ -43,7 +43,6 @@ MuJoCo and gymnasium's MuJoCo envs are imported when a task is built, never by `
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import numpy as np
@@ -51,7 +50,8 @@ import torch
 from torch import Tensor
 
 from metods_evo.tasks import mujoco_batch
-from metods_evo.tasks.base import Task, TaskState
+from metods_evo.tasks.base import TaskState
+from metods_evo.tasks.mujoco_pool import MujocoPoolTask
 
 # Early steps of an episode, for the adaptation metrics.
 EARLY_STEPS = 10
@@ -65,7 +65,7 @@ def _import_mujoco():
     return mujoco
 
 
-class MujocoDirectionTask(Task):
+class MujocoDirectionTask(MujocoPoolTask):
     """Batched gymnasium MuJoCo env with a hidden direction per episode; subclasses define the reward.
 
     State (leading batch axis B): ``qpos`` float64 [B, nq], ``qvel`` float64 [B, nv], ``warmstart`` float64
@@ -86,8 +86,8 @@ class MujocoDirectionTask(Task):
         self, device: str | torch.device = "cpu", *, episode_steps: int = 200, frozen_actuator: int = -1,
         sim_threads: int = 1,
     ):
-        super().__init__(device)
-        self._options = {"episode_steps": episode_steps, "frozen_actuator": frozen_actuator, "sim_threads": sim_threads}
+        super().__init__(device, {"episode_steps": episode_steps, "frozen_actuator": frozen_actuator,
+                                  "sim_threads": sim_threads})
         self._mujoco = _import_mujoco()
         import gymnasium
 
@@ -104,8 +104,6 @@ class MujocoDirectionTask(Task):
         if not -1 <= frozen_actuator < nu:
             raise ValueError(f"frozen_actuator must be -1 (none) or an actuator index in 0..{nu - 1}, "
                              f"got {frozen_actuator}")
-        if sim_threads < 1:
-            raise ValueError(f"sim_threads must be >= 1, got {sim_threads}")
         self.max_steps = int(episode_steps)
         self.frozen_actuator = int(frozen_actuator)
         self.action_dim = nu
@@ -122,18 +120,10 @@ class MujocoDirectionTask(Task):
         if self.model.na or self._mujoco.mj_stateSize(self.model, self._state_spec) != sum(self._state_split):
             raise RuntimeError(f"{self.gym_env_id}: unexpected MuJoCo state layout")
         # One MjData per worker thread; the episodes' states live in the task state, not here.
-        self._data = [self._mujoco.MjData(self.model) for _ in range(sim_threads)]
-        self._pool = ThreadPoolExecutor(sim_threads) if sim_threads > 1 else None
+        self._data = [self._mujoco.MjData(self.model) for _ in range(self.sim_threads)]
         # Step with the C++ extension (``mujoco_batch``: the same calls without the GIL) where it compiles; None:
         # not decided yet. False keeps the Python loop (the tests compare the two).
         self._use_extension: bool | None = None
-
-    # ES checkpoints pickle the problem and with it the task; MuJoCo objects and threads are rebuilt instead.
-    def __getstate__(self) -> dict:
-        return {"device": self.device, "options": self._options}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["device"], **state["options"])
 
     # ------------------------------------------------------------------ episodes
 
@@ -268,10 +258,7 @@ class MujocoDirectionTask(Task):
                     out["warned"][i] = True
                     warnings[:] = 0
 
-        if self._pool is None:
-            work(0)
-        else:
-            list(self._pool.map(work, range(len(self._data))))
+        self._run_workers(work)
         return out
 
     def _sim_outputs(self, batch: int) -> dict[str, np.ndarray]:

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +64,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metods_evo.tasks.base import Task, TaskState
+from metods_evo.tasks.base import TaskState
+from metods_evo.tasks.mujoco_pool import MujocoPoolTask
 
 SPLITS = ("train", "test")
 OBS_FRAME = 18
@@ -112,7 +112,7 @@ class _TaskRecord:
     """The reset observation."""
 
 
-class MetaWorldTask(Task):
+class MetaWorldTask(MujocoPoolTask):
     """Batched Meta-World adaptation episodes; see the module docstring. Subclasses name the benchmark.
 
     State (leading batch axis B): ``task`` int64 [B] (index into :attr:`tasks`); ``physics`` float64 [B, S]
@@ -129,16 +129,12 @@ class MetaWorldTask(Task):
     action_high = 1.0
 
     def __init__(self, device: str | torch.device, benchmark: str, options: dict[str, Any]):
-        super().__init__(device)
+        super().__init__(device, options)
         split, rollouts, rollout_steps = options["split"], options["rollouts"], options["rollout_steps"]
-        sim_threads = options["sim_threads"]
-        self._options = options
         if split not in SPLITS:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if rollouts < 1:
             raise ValueError(f"rollouts must be >= 1, got {rollouts}")
-        if sim_threads < 1:
-            raise ValueError(f"sim_threads must be >= 1, got {sim_threads}")
         _, self._mujoco = _import_metaworld()
         self.benchmark = build_benchmark(benchmark, int(options["benchmark_seed"]))
         self.split = split
@@ -156,23 +152,15 @@ class MetaWorldTask(Task):
         self.rollouts, self.rollout_steps = int(rollouts), int(rollout_steps)
         self.max_steps = self.rollouts * self.rollout_steps
         self._spec = self._mujoco.mjtState.mjSTATE_INTEGRATION
-        self._envs: list[dict[int, Any]] = [{} for _ in range(sim_threads)]
+        self._envs: list[dict[int, Any]] = [{} for _ in range(self.sim_threads)]
         """Per worker thread, per class: the env it steps episodes with."""
-        self._current: list[dict[int, int]] = [{} for _ in range(sim_threads)]
+        self._current: list[dict[int, int]] = [{} for _ in range(self.sim_threads)]
         """Per worker thread, per class: the task its env is set to (-1: none)."""
         self._records: dict[int, _TaskRecord] = {}
         self._recorders = [cls() for cls in self._classes]
         """Per class: the env that Meta-World's ``set_task`` + ``reset`` run on to record a task."""
         self._state_size = [self._mujoco.mj_stateSize(env.model, self._spec) for env in self._recorders]
         self._state_width = max(self._state_size)
-        self._pool = ThreadPoolExecutor(sim_threads) if sim_threads > 1 else None
-
-    # ES checkpoints pickle the problem and with it the task; the envs and threads are rebuilt instead.
-    def __getstate__(self) -> dict:
-        return {"device": self.device, "options": self._options}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["device"], **state["options"])
 
     # ------------------------------------------------------------------ episodes
 
@@ -290,10 +278,7 @@ class MetaWorldTask(Task):
                 mujoco.mj_getState(env.model, env.data, physics[i, :size], spec)
                 frame[i] = env._prev_obs
 
-        if self._pool is None:
-            work(0)
-        else:
-            list(self._pool.map(work, range(len(self._envs))))
+        self._run_workers(work)
         return out
 
     def _env(self, worker: int, class_index: int):
