@@ -14,6 +14,7 @@ import click
 
 from metods_evo import plugins
 from metods_evo.config import MAX_SEED, ConfigError
+from metods_evo.optimizers import OPTIMIZERS
 from metods_evo.runs import AGENT_CHOICES
 from metods_evo.tasks import TASKS
 
@@ -318,12 +319,9 @@ def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, p
     import time
 
     from metods_evo.experiments import compare as run_compare
-    from metods_evo.train import OPTIMIZERS
-
     names = [name.strip() for name in optimizers.split(",") if name.strip()]
     for name in names:
-        if name not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+        OPTIMIZERS.lookup(name)
     out = out or f"runs/compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = keep_on_interrupt(out, lambda: run_compare(
         task, names, seeds, budget_steps, out, overrides=parse_sets(sets), threshold=threshold, progress=progress,

@@ -31,8 +31,10 @@ from typing import Any
 
 from metods_evo.config import ConfigError, RunConfig, make_config
 from metods_evo.models import MODELS, config_fields
+from metods_evo.optimizers import OPTIMIZERS
 from metods_evo.runs import CONFIG, EVAL, RunDir, RunError, atomic_write_bytes
 from metods_evo.tasks import TASKS
+from metods_evo.train import train
 
 COMPARE_CSV, COMPARE_MD, COMPARE_PNG, COMMAND_MD = "compare.csv", "compare.md", "compare.png", "COMMAND.md"
 
@@ -143,13 +145,10 @@ def ablation_arms(task: str, optimizer: str, variants: Iterable[str] | None,
 
 
 def _check_optimizers(optimizers: list[str]) -> None:
-    from metods_evo.train import OPTIMIZERS
-
     if not optimizers:
         raise ConfigError("give at least one optimizer")
     for name in optimizers:
-        if name not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+        OPTIMIZERS.lookup(name)
     if len(set(optimizers)) != len(optimizers):
         raise ConfigError(f"optimizers are listed twice: {','.join(optimizers)}")
 
@@ -272,8 +271,6 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any,
 # ---------------------------------------------------------------------------------------------- training
 def _train_one(cfg: RunConfig, path: str, resume: bool, progress: bool) -> str:
     """One run, new or continued; top-level so that worker processes can run it."""
-    from metods_evo.train import train
-
     path = Path(path)
     if resume:
         run = RunDir.open(path)

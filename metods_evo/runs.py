@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import ConfigError, RunConfig, check_values
+from metods_evo.config import ConfigError, RunConfig, check_values, validate_task
+from metods_evo.models import build_model
 
 CONFIG, METRICS, CHECKPOINT, AGENT, LAST, EVAL, CURVES = (
     "config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "last.pt", "eval.json", "curves.png")
@@ -123,9 +124,6 @@ class RunDir:
     def check_size(self, cfg: RunConfig, size: int, source: str) -> None:
         """``RunError`` unless the model ``cfg`` describes has ``size`` parameters, as ``source`` (a theta of this
         run) has: a config.json edited or replaced after training."""
-        from metods_evo.config import validate_task
-        from metods_evo.models import build_model
-
         expected = build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params
         if expected != size:
             raise RunError(f"{self.file(CONFIG)} does not describe this run: its model has {expected:,} parameters, "

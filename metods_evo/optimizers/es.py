@@ -20,6 +20,7 @@ from evotorch import Problem, SolutionBatch
 from evotorch.tools import ranking
 
 from metods_evo.config import RunConfig, generation_seed
+from metods_evo.evaluate import EVAL_STREAM, evaluate_theta
 from metods_evo.models import build_model
 from metods_evo.rollout import rollout
 from metods_evo.tasks import make_task
@@ -298,8 +299,6 @@ class MultiStartES:
         return metrics
 
     def _select(self) -> None:
-        from metods_evo.evaluate import EVAL_STREAM, evaluate_theta  # evaluate imports the models this module uses
-
         seed = generation_seed(self.cfg.seed, 0, EVAL_STREAM)
         metric = self.task.main_metric
         self.scores = {k: evaluate_theta(self.cfg, s.center(), self.cfg.eval_episodes, seed)["metrics"][metric]["mean"]
