@@ -22,7 +22,7 @@ import torch
 
 from metods_evo.errors import ConfigError
 from metods_evo.models import MODELS, build_model
-from metods_evo.optimizers import OPTIMIZERS
+from metods_evo.optimizers import OPTIMIZERS, declaration
 from metods_evo.tasks import TASKS, make_task
 
 
@@ -289,7 +289,7 @@ class RunConfig:
         """The action mode of evaluation and of the run's agent."""
         if self.eval_action_mode:
             return self.eval_action_mode
-        return self.es.action_mode if self.optimizer == "es" else "sample"
+        return declaration(self.optimizer).action_mode(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)  # NaN is not JSON
@@ -588,9 +588,6 @@ def check_values(cfg: RunConfig) -> None:
                           f"{cfg.es.parenthood_ratio} keeps {parents}")
     if cfg.ppo.minibatches > cfg.ppo.episodes:
         raise ConfigError(f"ppo.minibatches ({cfg.ppo.minibatches}) cannot exceed ppo.episodes ({cfg.ppo.episodes})")
-    if cfg.optimizer == "hybrid" and cfg.hybrid.mode == "split" and cfg.model.kind != "metods":
-        raise ConfigError(f"hybrid.mode=split searches MetODS's plasticity parameters by ES; model.kind="
-                          f"{cfg.model.kind} has none (use hybrid.mode=sequential)")
     if cfg.eval_action_mode not in ("", "greedy", "sample"):
         raise ConfigError(f"eval_action_mode must be greedy or sample (got {cfg.eval_action_mode!r})")
     for registry, name in ((OPTIMIZERS, cfg.optimizer), (MODELS, cfg.model.kind), (TASKS, cfg.task)):
@@ -601,6 +598,7 @@ def validate(cfg: RunConfig) -> None:
     """Raise ``ConfigError`` for values that would fail later or silently do nonsense, and for a run that cannot
     fit in the memory of this machine (or GPU)."""
     check_values(cfg)
+    declaration(cfg.optimizer).check_config(cfg)
     validate_device(cfg.device)
     task = validate_task(cfg.task, cfg.task_options)
     check_antithetic(cfg, task)
@@ -609,7 +607,7 @@ def validate(cfg: RunConfig) -> None:
 
 def check_antithetic(cfg: RunConfig, task) -> None:
     """``es.antithetic`` needs a task with twins ('on') and, where it applies, an even number of episodes."""
-    if cfg.optimizer not in ("es", "hybrid") or cfg.es.antithetic == "off":
+    if cfg.es.antithetic == "off" or not _reads(cfg, "es"):
         return
     if cfg.es.antithetic == "on" and not task.can_mirror():
         raise ConfigError(f"es.antithetic=on: task {cfg.task!r} has no antithetic episodes (use auto or off)")
@@ -618,6 +616,11 @@ def check_antithetic(cfg: RunConfig, task) -> None:
     odd = [f"{k}={v}" for k, v in counts if v % 2]
     if task.can_mirror() and odd:
         raise ConfigError(f"antithetic episodes come in pairs: {' and '.join(odd)} must be even (or es.antithetic=off)")
+
+
+def _reads(cfg: RunConfig, section: str) -> bool:
+    """Whether the run's optimizer declares that it reads config ``section``."""
+    return section in (declaration(cfg.optimizer).sections or ())
 
 
 def validate_device(device: str) -> None:
@@ -668,13 +671,14 @@ def memory_needed(cfg: RunConfig, task) -> tuple[int, str]:
     params, state = model.num_params, _state_floats(cfg, model)
     chunk = min(max(cfg.eval_episodes, cfg.final_eval_episodes), EVAL_CHUNK)
     needs = [(3 * chunk * state + params, f"evaluation: {chunk:,} episodes x {state:,} floats of model state")]
-    if cfg.optimizer in ("es", "hybrid"):
+    if _reads(cfg, "es"):
         es = cfg.es
         episodes = max(es.episodes, es.late_episodes)
         needs.append((3 * es.popsize * (episodes * state + params),
                       f"es.popsize {es.popsize:,} x {episodes:,} episodes x {state:,} floats of model state"))
-    gradient = cfg.hybrid.gradient if cfg.optimizer == "hybrid" else cfg.optimizer
-    if gradient in ("a2c", "ppo"):
+    gradient = cfg.hybrid.gradient if _reads(cfg, "hybrid") else next(
+        (section for section in ("a2c", "ppo") if _reads(cfg, section)), None)
+    if gradient is not None:
         pg, steps = getattr(cfg, gradient), task.max_steps
         recorded = -(-pg.episodes // pg.minibatches) if gradient == "ppo" else pg.episodes  # PPO replays a minibatch
         depth = cfg.model.depth if cfg.model.kind == "metods" else 0

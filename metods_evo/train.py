@@ -21,7 +21,7 @@ import torch
 
 from metods_evo.config import ConfigError, RunConfig, generation_seed, validate
 from metods_evo.evaluate import EVAL_STREAM, evaluate_theta, final_seed
-from metods_evo.optimizers import OPTIMIZERS, make_trainer, register_optimizer
+from metods_evo.optimizers import OPTIMIZERS, declaration, make_trainer, register_optimizer
 from metods_evo.runs import CURVES, EVAL, RunDir, RunError
 from metods_evo.tasks import TASKS
 
@@ -127,8 +127,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
                 # last.pt holds no optimizer state: small enough to keep when a finished run drops checkpoint.pt.
                 # Written first: a kill in between leaves it ahead of the checkpoint, which an exact resume reaches.
                 run.save_agent(theta, {"generation": trainer.generation, "env_steps": trainer.env_steps}, last=True)
-                run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
-                                     "torch_rng": torch.get_rng_state()})
+                run.save_checkpoint({"optimizer": cfg.optimizer, "trainer": trainer.state_dict(), "best": best,
+                                     "wall_s": wall, "torch_rng": torch.get_rng_state()})
                 saved = trainer.generation
             done = last
             if bar is not None:
@@ -155,7 +155,7 @@ def finish(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     try:
         from metods_evo.plots import plot_curves  # optional at run time: matplotlib
 
-        detail = {"es": cfg.es.algorithm, "hybrid": f"{cfg.hybrid.mode}, {cfg.hybrid.gradient}"}.get(cfg.optimizer)
+        detail = declaration(cfg.optimizer).detail(cfg)
         title = f"{cfg.task} — {cfg.optimizer}" + (f" ({detail})" if detail else "")
         plot_curves(rows, run.file(CURVES), title=title, eval_key=f"eval/{_main_metric(cfg)}")
     except ImportError:  # matplotlib is a dependency, but a broken install must not lose a finished run

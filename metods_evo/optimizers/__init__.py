@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from metods_evo.optimizers.base import OptimizerDeclaration, Trainer, declared
 from metods_evo.registry import Registry, is_entry_point
 
 if TYPE_CHECKING:  # annotations only: config imports this registry to check the optimizer
@@ -31,14 +32,20 @@ def register_optimizer(name: str, entry_point: str | TrainerFactory) -> None:
     OPTIMIZERS.register(name, entry_point)
 
 
-def make_trainer(cfg: RunConfig):
+def declaration(name: str) -> type[OptimizerDeclaration]:
+    """What optimizer ``name`` declares (``OptimizerDeclaration``): its config sections, action mode, run tag ..."""
+    return declared(OPTIMIZERS.load(name))
+
+
+def make_trainer(cfg: RunConfig) -> Trainer:
     """The trainer of ``cfg.optimizer`` for ``cfg``."""
     return OPTIMIZERS.load(cfg.optimizer)(cfg)
 
 
-register_optimizer("es", "metods_evo.optimizers.es:make_es_trainer")
+register_optimizer("es", "metods_evo.optimizers.es:ES")
 register_optimizer("a2c", "metods_evo.optimizers.a2c:A2CTrainer")
 register_optimizer("ppo", "metods_evo.optimizers.ppo:PPOTrainer")
 register_optimizer("hybrid", "metods_evo.optimizers.hybrid:HybridTrainer")
 
-__all__ = ["OPTIMIZERS", "TrainerFactory", "make_trainer", "register_optimizer"]
+__all__ = ["OPTIMIZERS", "OptimizerDeclaration", "Trainer", "TrainerFactory", "declaration", "make_trainer",
+           "register_optimizer"]

@@ -24,7 +24,9 @@ from torch import Tensor
 
 from metods_evo.config import ConfigError, RunConfig
 from metods_evo.optimizers.a2c import A2CTrainer
-from metods_evo.optimizers.es import ESTrainer
+from metods_evo.optimizers.base import OptimizerDeclaration
+from metods_evo.optimizers.es import ESDeclaration, ESTrainer
+from metods_evo.optimizers.pg import PolicyGradientTrainer
 from metods_evo.optimizers.ppo import PPOTrainer
 
 PLASTICITY = ("alpha", "kappa", "beta", "w0", "write_l", "write_h_w", "write_h_b", "write_o_w", "write_o_b")
@@ -42,7 +44,33 @@ def plasticity_mask(model) -> Tensor:
     return mask
 
 
-class HybridTrainer:
+class HybridTrainer(OptimizerDeclaration):
+    sections = ("es", "a2c", "ppo", "hybrid")
+
+    @classmethod
+    def detail(cls, cfg: RunConfig) -> str:
+        return f"{cfg.hybrid.mode}, {cfg.hybrid.gradient}"
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        if cfg.hybrid.mode == "split" and cfg.model.kind != "metods":
+            raise ConfigError(f"hybrid.mode=split searches MetODS's plasticity parameters by ES; model.kind="
+                              f"{cfg.model.kind} has none (use hybrid.mode=sequential)")
+
+    @classmethod
+    def resume_problem(cls, cfg: RunConfig, state: dict[str, Any]) -> str:
+        if state["mode"] == cfg.hybrid.mode:
+            return ""
+        return (f"it says optimizer hybrid (hybrid.mode={cfg.hybrid.mode}), checkpoint.pt holds the state of a "
+                f"hybrid (hybrid.mode={state['mode']}) trainer")
+
+    @classmethod
+    def center_of(cls, state: dict[str, Any]) -> Tensor:
+        """Its gradient learner's theta once it has one, else its ES searcher's center."""
+        if state["pg"] is not None:
+            return PolicyGradientTrainer.center_of(state["pg"])
+        return ESDeclaration.center_of(state["es"])
+
     def __init__(self, cfg: RunConfig):
         self.cfg, self.mode = cfg, cfg.hybrid.mode
         self.by_steps = cfg.budget_steps > 0

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from metods_evo.config import PGConfig, RunConfig, generation_seed
 from metods_evo.models import build_model
+from metods_evo.optimizers.base import OptimizerDeclaration
 from metods_evo.rollout import RolloutResult
 from metods_evo.tasks import make_task
 
@@ -80,7 +81,7 @@ def actor_critic_loss(pg: PGConfig, log_probs: Tensor, values: Tensor, entropies
     return loss, stats
 
 
-class PolicyGradientTrainer:
+class PolicyGradientTrainer(OptimizerDeclaration):
     """Adam on a flat theta. Subclasses implement ``update(generator) -> (env_steps, mean return, stats)``.
 
     ``trainable`` (a bool mask ``[D]``) restricts the gradient to part of theta (the hybrids use it);
@@ -89,6 +90,11 @@ class PolicyGradientTrainer:
     """
 
     section = "a2c"
+    sections = ("a2c",)
+
+    @classmethod
+    def center_of(cls, state: dict[str, Any]) -> Tensor:
+        return state["theta"].detach().clone().cpu()
 
     def __init__(self, cfg: RunConfig, theta: Tensor | None = None, trainable: Tensor | None = None):
         self.cfg, self.pg = cfg, getattr(cfg, self.section)
