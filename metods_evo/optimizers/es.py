@@ -266,6 +266,10 @@ class ESTrainer(ESDeclaration):
         """The search distribution's center: the theta this run stands for (a subset search: its entries)."""
         return self.searcher.status["center"].detach().clone().cpu()
 
+    def set_base(self, theta: torch.Tensor) -> None:
+        """The full theta that a search of a subset of its entries plugs its samples into."""
+        self.problem.base = theta.detach().clone().cpu()
+
     def stdev(self) -> torch.Tensor:
         status = self.searcher.status
         if "stdev" in status:

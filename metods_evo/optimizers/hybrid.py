@@ -83,7 +83,7 @@ class HybridTrainer(OptimizerDeclaration):
             if not self.mask.any():  # validate() rejects non-MetODS kinds; this guards a model built otherwise
                 raise ConfigError(f"hybrid.mode=split needs plasticity parameters ({', '.join(PLASTICITY)}); "
                                   f"model.kind={cfg.model.kind} has none")
-            self.pg.trainable = (~self.mask).float().to(cfg.device)
+            self.pg.restrict_to(~self.mask)
             subset = self.mask.nonzero().squeeze(1)
             self.es: ESTrainer | None = ESTrainer(cfg, subset=subset, theta=self.pg.center())
         else:
@@ -113,12 +113,13 @@ class HybridTrainer(OptimizerDeclaration):
         return row
 
     def _split_step(self) -> dict[str, float]:
-        self.es.problem.base = self.pg.center()  # the ES population varies the plasticity of the current f, g
+        self.es.set_base(self.pg.center())  # the ES population varies the plasticity of the current f, g
         run_before, es_before = self.env_steps, self.es.env_steps
         es_metrics = self.es.step()
-        with torch.no_grad():
-            self.pg.theta[self.mask.to(self.pg.theta.device)] = self.es.searcher.status["center"].to(self.pg.theta)
-        self.pg.env_steps = self.env_steps + self.es.env_steps - es_before  # the gradient's counter is the run's
+        theta = self.pg.center()
+        theta[self.mask] = self.es.center()
+        self.pg.set_center(theta)
+        self.pg.count_env_steps(self.es.env_steps - es_before)  # the gradient's counter is the run's
         pg_metrics = self.pg.step()
         self.generation += 1
         self.env_steps = self.pg.env_steps
@@ -128,8 +129,7 @@ class HybridTrainer(OptimizerDeclaration):
 
     def _start_gradient(self, theta: Tensor) -> None:
         self.pg = self.gradient_cls(self.cfg, theta=theta)
-        self.pg.generation, self.pg.env_steps = self.generation, self.env_steps
-        self.pg.span = (self.switch, self.pg.span[1])  # anneal the learning rate over the gradient phase only
+        self.pg.take_over(self.generation, self.env_steps, anneal_from=self.switch)  # anneal over its phase only
         self.es.close()
         self.es = None
 
@@ -144,7 +144,7 @@ class HybridTrainer(OptimizerDeclaration):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generation, self.env_steps = state["generation"], state["env_steps"]
         if self.mode == "sequential" and state["es"] is None:
-            self._start_gradient(state["pg"]["theta"])
+            self._start_gradient(self.gradient_cls.center_of(state["pg"]))
         if state["es"] is not None:
             self.es.load_state_dict(state["es"])
         if state["pg"] is not None:

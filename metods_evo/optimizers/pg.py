@@ -141,6 +141,26 @@ class PolicyGradientTrainer(OptimizerDeclaration):
     def close(self) -> None:
         pass
 
+    # ------------------------------------------------------------------ composition (optimizers/hybrid.py)
+    def set_center(self, theta: Tensor) -> None:
+        """Replace theta in place, keeping Adam's moments: another optimizer moved part of it."""
+        with torch.no_grad():
+            self.theta.copy_(theta.to(self.theta.device))
+
+    def restrict_to(self, trainable: Tensor) -> None:
+        """Take gradient steps only on the entries where ``trainable`` (bool ``[D]``) is True."""
+        self.trainable = trainable.float().to(self.cfg.device)
+
+    def take_over(self, generation: int, env_steps: int, anneal_from: int) -> None:
+        """Continue a run that another optimizer began: its counters, and the learning rate annealed from
+        ``anneal_from`` (in the unit of the run's budget) to the run's end instead of over the whole run."""
+        self.generation, self.env_steps = generation, env_steps
+        self.span = (anneal_from, self.span[1])
+
+    def count_env_steps(self, steps: int) -> None:
+        """Steps another optimizer spent: they count in this one's budget (and its learning-rate schedule)."""
+        self.env_steps += steps
+
     # ------------------------------------------------------------------ shared pieces
     def update(self, generator: torch.Generator) -> tuple[int, float, dict[str, Tensor]]:
         raise NotImplementedError
