@@ -13,7 +13,7 @@ __all__ = ["TASKS", "Agent", "AgentState", "MetODSLayer", "TrainResult", "load_a
 # name -> its module, imported on first access
 _LAZY = {"Agent": "metods_evo.agent", "AgentState": "metods_evo.agent", "load_agent": "metods_evo.agent",
          "MetODSLayer": "metods_evo.models.layer", "TrainResult": "metods_evo.api", "train_agent": "metods_evo.api",
-         "register_optimizer": "metods_evo.train"}
+         "register_optimizer": "metods_evo.optimizers"}
 
 
 def __getattr__(name: str):

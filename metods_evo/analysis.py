@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from metods_evo.agent import load_agent
 from metods_evo.config import ConfigError, generation_seed, validate_task
 from metods_evo.evaluate import USER_STREAM
 from metods_evo.rollout import rollout
@@ -352,8 +353,6 @@ def plot_reward_per_step(data: Episodes, path: Path, title: str) -> dict:
 def analyze(run_dir, out=None, episodes: int = DEFAULT_EPISODES, seed: int | None = None,
             agent: str = "best") -> list[Path]:
     """Write the figures and ``analysis.json`` of a run's best (or ``agent="last"``) agent; returns the paths."""
-    from metods_evo.agent import load_agent
-
     player = load_agent(run_dir, agent=agent)  # a missing or corrupt run raises RunError, a one-line CLI error
     cfg = player.cfg
     task = validate_task(cfg.task, cfg.task_options)

@@ -12,15 +12,25 @@ import sys
 
 import click
 
-from metods_evo import plugins
-from metods_evo.config import MAX_SEED, ConfigError
-from metods_evo.runs import AGENT_CHOICES
-from metods_evo.tasks import TASKS
+from metods_evo import api, plugins
+from metods_evo import impairment as imp
+from metods_evo.analysis import analyze as run_analysis
+from metods_evo.config import MAX_SEED, ConfigError, generation_seed, validate_task
+from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, open_agent, to_json
+from metods_evo.experiments import ablate as run_ablate
+from metods_evo.experiments import compare as run_compare
+from metods_evo.gate import HEADLINES, gate
+from metods_evo.optimizers import OPTIMIZERS, declaration
+from metods_evo.paired import format_paired
+from metods_evo.paired import paired as paired_comparison
+from metods_evo.reproduce import EXPERIMENTS
+from metods_evo.reproduce import reproduce as run_reproduce
+from metods_evo.runs import AGENT_CHOICES, RunDir
+from metods_evo.tasks import TASKS, make_task
 
 
 class OneLineErrors(click.Group):
     """Turn every usage / configuration error into a single line on stderr and exit code 2."""
-
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         try:
@@ -93,8 +103,6 @@ def main(imports: tuple[str, ...]) -> None:
 @main.command()
 def tasks() -> None:
     """List the registered tasks with their observation and action sizes."""
-    from metods_evo.tasks import make_task
-
     width = max(len(task_id) for task_id in TASKS) + 1
     click.echo(f"{'task':<{width}} {'obs':>4} {'actions':>9} {'max steps':>9}  description")
     for task_id, spec in sorted(TASKS.items()):
@@ -110,7 +118,7 @@ def tasks() -> None:
 
 @main.command()
 @click.option("--task", default=None, help="Registered task id (see `metods-evo tasks`). [default: harlow]")
-@click.option("--optimizer", default=None, help="Meta-optimizer: es | a2c | ppo | hybrid. [default: es]")
+@click.option("--optimizer", default=None, help=f"Meta-optimizer: {' | '.join(OPTIMIZERS)}. [default: es]")
 @click.option("--algorithm", default=None,
               help="ES algorithm: pgpe | snes | cem | cmaes. [default: pgpe; the harlow preset uses snes]")
 @click.option("--popsize", type=int, default=None, help="Population size.")
@@ -128,9 +136,6 @@ def tasks() -> None:
 def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, device, num_actors, out, sets, resume,
           progress) -> None:
     """Meta-train a MetODS agent; prints the run directory and the final evaluation."""
-    from metods_evo import api
-    from metods_evo.evaluate import format_table
-
     if resume is not None:
         given = [task, optimizer, algorithm, popsize, seed, device, num_actors, out]
         if any(v is not None for v in given) or sets:
@@ -140,7 +145,8 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
     else:
         es_flags = {"--algorithm": algorithm, "--popsize": popsize, "--num-actors": num_actors}
         unused = [flag for flag, value in es_flags.items() if value is not None]
-        if unused and (optimizer or "es") in ("a2c", "ppo"):
+        sections = declaration(optimizer or "es").sections  # None: not declared, any
+        if unused and sections is not None and "es" not in sections:
             raise ConfigError(f"{', '.join(unused)}: ES settings, which --optimizer {optimizer} does not use")
         flags = {"es.algorithm": algorithm, "es.popsize": popsize, "generations": generations,
                  "budget_steps": budget_steps, "seed": seed, "device": device, "es.num_actors": num_actors}
@@ -169,9 +175,6 @@ def train(task, optimizer, algorithm, popsize, generations, budget_steps, seed, 
                    "(.png, .pdf, .svg ...).")
 def evaluate(run_dir, task, sets, episodes, seed, action_mode, agent, as_json, plot) -> None:
     """Score a run's best (or last) agent on fresh episodes: each task metric as mean ± std."""
-    from metods_evo.config import generation_seed
-    from metods_evo.evaluate import USER_STREAM, evaluate_theta, format_table, open_agent, to_json
-
     if plot is not None:
         check_figure_path(plot)
     options = {}
@@ -225,10 +228,6 @@ def check_figure_path(path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def paired(run_a, run_b, sets, episodes, seed, agent_a, agent_b, as_json) -> None:
     """A − B on the same episodes: two runs, or two arms of runs (seed0, seed1, ... inside) paired seed by seed."""
-    from metods_evo.evaluate import to_json
-    from metods_evo.paired import format_paired
-    from metods_evo.paired import paired as paired_comparison
-
     options = {}
     for key, value in parse_sets(sets).items():
         if not key.startswith("task."):
@@ -250,8 +249,6 @@ def analyze(run_dir, out, episodes, seed, agent) -> None:
     """Figures of a run's plastic weights: W-PCA, Hopfield energy, |dW| against reward, reward per step."""
     import torch
 
-    from metods_evo.analysis import analyze as run_analysis
-    from metods_evo.runs import RunDir
 
     torch.set_num_threads(RunDir.open(run_dir).config().threads)
     for path in run_analysis(run_dir, out, episodes=episodes, seed=seed, agent=agent):
@@ -271,9 +268,6 @@ def impairment(run_dir, actuators, episodes, seed, out, agent) -> None:
     """Robustness to damage: the run's agent with each actuator frozen, as a fraction of its intact return."""
     from pathlib import Path
 
-    from metods_evo import impairment as imp
-    from metods_evo.config import generation_seed, validate_task
-    from metods_evo.evaluate import USER_STREAM, open_agent
 
     run, cfg, theta, _ = open_agent(run_dir, agent=agent)
     if imp.TASK_OPTION not in TASKS[cfg.task].options():
@@ -317,13 +311,9 @@ def compare(task, optimizers, seeds, budget_steps, out, sets, threshold, jobs, p
     """
     import time
 
-    from metods_evo.experiments import compare as run_compare
-    from metods_evo.train import OPTIMIZERS
-
     names = [name.strip() for name in optimizers.split(",") if name.strip()]
     for name in names:
-        if name not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+        OPTIMIZERS.lookup(name)
     out = out or f"runs/compare-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = keep_on_interrupt(out, lambda: run_compare(
         task, names, seeds, budget_steps, out, overrides=parse_sets(sets), threshold=threshold, progress=progress,
@@ -352,7 +342,6 @@ def ablate(task, variants, optimizer, seeds, budget_steps, out, sets, threshold,
     """Train each MetODS variant over seeds at one budget; table (ablate.md / .csv) and plot (ablate.png)."""
     import time
 
-    from metods_evo.experiments import ablate as run_ablate
 
     names = None if variants is None else [v.strip() for v in variants.split(",") if v.strip()]
     out = out or f"runs/ablate-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -382,10 +371,6 @@ def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
     of them (the reproduction gate: each trained on every seed, a pass/fail table in gate.md; exit code 1 when a
     seed misses its threshold).
     """
-    from metods_evo.gate import HEADLINES, gate
-    from metods_evo.reproduce import EXPERIMENTS
-    from metods_evo.reproduce import reproduce as run_reproduce
-
     names = list(HEADLINES) if experiment == "headlines" else [n.strip() for n in experiment.split(",") if n.strip()]
     if experiment in EXPERIMENTS:
         out = out or f"runs/{experiment}" + ("-quick" if quick else "")

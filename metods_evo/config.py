@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from metods_evo.errors import ConfigError
+from metods_evo.models import MODELS, build_model
+from metods_evo.optimizers import OPTIMIZERS, declaration
+from metods_evo.tasks import TASKS, make_task
+
 
 def generation_seed(seed: int, generation: int, stream: int = 0) -> int:
     """A distinct, reproducible seed per (run seed, generation, stream): episode sampling needs no state to resume."""
     return (seed * 1_000_003 + generation * 7919 + stream * 104_729) % (2**63 - 1)
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration error: the CLI prints it on one line and exits with code 2."""
 
 
 @dataclass
@@ -286,7 +289,7 @@ class RunConfig:
         """The action mode of evaluation and of the run's agent."""
         if self.eval_action_mode:
             return self.eval_action_mode
-        return self.es.action_mode if self.optimizer == "es" else "sample"
+        return declaration(self.optimizer).action_mode(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)  # NaN is not JSON
@@ -342,12 +345,8 @@ def presets(task: str, optimizer: str) -> dict[str, str]:
 
 def make_config(task: str, optimizer: str = "es", overrides: dict[str, str] | None = None) -> RunConfig:
     """A validated config: dataclass defaults, then the presets of (task, optimizer), then ``overrides``."""
-    from metods_evo.tasks import TASKS
-
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(sorted(TASKS))}")
+    options = TASKS.lookup(task).options()
     cfg = RunConfig(task=task, optimizer=optimizer)  # validate() below rejects an unknown optimizer
-    options = TASKS[task].options()
     apply_overrides(cfg, presets(task, optimizer), options)
     apply_overrides(cfg, overrides or {}, options)
     validate(cfg)
@@ -357,6 +356,7 @@ def make_config(task: str, optimizer: str = "es", overrides: dict[str, str] | No
 REQUIRED_KEYS = ("task", "optimizer")
 MAX_SEED = 2**63 - 1  # torch's generators take 64-bit seeds; generation_seed works modulo 2^63 - 1
 FLOAT32_MAX = 3.4028234663852886e38
+EVAL_CHUNK = 1024  # episodes an evaluation plays at once: its memory stays bounded at any episode count
 MAX_THREADS = 1024  # threads, actors: past any machine's core count, and far below what overflows torch's int32
 
 
@@ -588,23 +588,17 @@ def check_values(cfg: RunConfig) -> None:
                           f"{cfg.es.parenthood_ratio} keeps {parents}")
     if cfg.ppo.minibatches > cfg.ppo.episodes:
         raise ConfigError(f"ppo.minibatches ({cfg.ppo.minibatches}) cannot exceed ppo.episodes ({cfg.ppo.episodes})")
-    _check_optimizer(cfg.optimizer)
-    _check_model(cfg.model.kind)
-    if cfg.optimizer == "hybrid" and cfg.hybrid.mode == "split" and cfg.model.kind != "metods":
-        raise ConfigError(f"hybrid.mode=split searches MetODS's plasticity parameters by ES; model.kind="
-                          f"{cfg.model.kind} has none (use hybrid.mode=sequential)")
     if cfg.eval_action_mode not in ("", "greedy", "sample"):
         raise ConfigError(f"eval_action_mode must be greedy or sample (got {cfg.eval_action_mode!r})")
-    from metods_evo.tasks import TASKS
-
-    if cfg.task not in TASKS:
-        raise ConfigError(f"unknown task {cfg.task!r}; choose from {', '.join(sorted(TASKS))}")
+    for registry, name in ((OPTIMIZERS, cfg.optimizer), (MODELS, cfg.model.kind), (TASKS, cfg.task)):
+        registry.lookup(name)  # an unknown name: one line listing the registered ones
 
 
 def validate(cfg: RunConfig) -> None:
     """Raise ``ConfigError`` for values that would fail later or silently do nonsense, and for a run that cannot
     fit in the memory of this machine (or GPU)."""
     check_values(cfg)
+    declaration(cfg.optimizer).check_config(cfg)
     validate_device(cfg.device)
     task = validate_task(cfg.task, cfg.task_options)
     check_antithetic(cfg, task)
@@ -613,7 +607,7 @@ def validate(cfg: RunConfig) -> None:
 
 def check_antithetic(cfg: RunConfig, task) -> None:
     """``es.antithetic`` needs a task with twins ('on') and, where it applies, an even number of episodes."""
-    if cfg.optimizer not in ("es", "hybrid") or cfg.es.antithetic == "off":
+    if cfg.es.antithetic == "off" or not _reads(cfg, "es"):
         return
     if cfg.es.antithetic == "on" and not task.can_mirror():
         raise ConfigError(f"es.antithetic=on: task {cfg.task!r} has no antithetic episodes (use auto or off)")
@@ -624,23 +618,12 @@ def check_antithetic(cfg: RunConfig, task) -> None:
         raise ConfigError(f"antithetic episodes come in pairs: {' and '.join(odd)} must be even (or es.antithetic=off)")
 
 
-def _check_optimizer(name: str) -> None:
-    from metods_evo.train import OPTIMIZERS  # the registry; imported here because train imports this module
-
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
-
-
-def _check_model(name: str) -> None:
-    from metods_evo.models import MODELS  # the registry; models import this module
-
-    if name not in MODELS:
-        raise ConfigError(f"unknown model.kind {name!r}; choose from {', '.join(sorted(MODELS))}")
+def _reads(cfg: RunConfig, section: str) -> bool:
+    """Whether the run's optimizer declares that it reads config ``section``."""
+    return section in (declaration(cfg.optimizer).sections or ())
 
 
 def validate_device(device: str) -> None:
-    import torch
-
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
@@ -657,12 +640,10 @@ def validate_device(device: str) -> None:
 
 def validate_task(task_id: str, options: dict[str, Any]):
     """Build the task once on the CPU so that bad options fail here, before any file is written."""
-    from metods_evo.tasks import TASKS, make_task
-
-    if task_id not in TASKS:
-        raise ConfigError(f"unknown task {task_id!r}; choose from {', '.join(sorted(TASKS))}")
     try:
         return make_task(task_id, **options)
+    except ConfigError:
+        raise  # an unknown task: the registry's one line
     except (ValueError, TypeError, OverflowError) as err:
         raise ConfigError(f"task {task_id!r}: {err}") from None
     except (RuntimeError, MemoryError) as err:  # e.g. an option sizing a table past the machine's memory
@@ -686,20 +667,18 @@ def memory_needed(cfg: RunConfig, task) -> tuple[int, str]:
     """Bytes of the run's largest working set, roughly, and what it holds. The model state dominates: a no-grad
     step holds ~3 copies of it per agent (old W, new W, a read's product; 2.6 measured for MetODS), a step recorded
     for backpropagation keeps ~4 + depth (4.7 measured at depth 1, 6.8 at depth 3)."""
-    from metods_evo.evaluate import EVAL_CHUNK
-    from metods_evo.models import build_model
-
     model = build_model(cfg, task)
     params, state = model.num_params, _state_floats(cfg, model)
     chunk = min(max(cfg.eval_episodes, cfg.final_eval_episodes), EVAL_CHUNK)
     needs = [(3 * chunk * state + params, f"evaluation: {chunk:,} episodes x {state:,} floats of model state")]
-    if cfg.optimizer in ("es", "hybrid"):
+    if _reads(cfg, "es"):
         es = cfg.es
         episodes = max(es.episodes, es.late_episodes)
         needs.append((3 * es.popsize * (episodes * state + params),
                       f"es.popsize {es.popsize:,} x {episodes:,} episodes x {state:,} floats of model state"))
-    gradient = cfg.hybrid.gradient if cfg.optimizer == "hybrid" else cfg.optimizer
-    if gradient in ("a2c", "ppo"):
+    gradient = cfg.hybrid.gradient if _reads(cfg, "hybrid") else next(
+        (section for section in ("a2c", "ppo") if _reads(cfg, section)), None)
+    if gradient is not None:
         pg, steps = getattr(cfg, gradient), task.max_steps
         recorded = -(-pg.episodes // pg.minibatches) if gradient == "ppo" else pg.episodes  # PPO replays a minibatch
         depth = cfg.model.depth if cfg.model.kind == "metods" else 0
@@ -713,8 +692,6 @@ def memory_needed(cfg: RunConfig, task) -> tuple[int, str]:
 def machine_memory(device: str) -> int | None:
     """Bytes of memory of ``device``: the GPU's, or this machine's RAM (a container's limit if lower); None where
     the system does not say."""
-    import torch
-
     if torch.device(device).type == "cuda":
         return torch.cuda.mem_get_info(torch.device(device))[1]
     try:

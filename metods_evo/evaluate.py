@@ -8,14 +8,13 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import ConfigError, RunConfig, apply_overrides, generation_seed, validate_task
+from metods_evo.config import EVAL_CHUNK, ConfigError, RunConfig, apply_overrides, generation_seed, validate_task
 from metods_evo.models import build_model
 from metods_evo.rollout import rollout
 from metods_evo.runs import RunDir
 from metods_evo.tasks import TASKS, make_task
 
 EVAL_STREAM, FINAL_STREAM, USER_STREAM = 1, 2, 3  # seed streams, disjoint from the training episodes (0)
-EVAL_CHUNK = 1024  # episodes played at once: evaluation memory stays bounded at any episode count
 
 
 def open_agent(path, *, task: str | None = None, task_options: dict[str, Any] | None = None,

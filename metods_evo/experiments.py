@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metods_evo.config import ConfigError, RunConfig, make_config
+from metods_evo.config import SECTIONS, ConfigError, RunConfig, make_config
 from metods_evo.models import MODELS, config_fields
+from metods_evo.optimizers import OPTIMIZERS, declaration
 from metods_evo.runs import CONFIG, EVAL, RunDir, RunError, atomic_write_bytes
 from metods_evo.tasks import TASKS
+from metods_evo.train import train
 
 COMPARE_CSV, COMPARE_MD, COMPARE_PNG, COMMAND_MD = "compare.csv", "compare.md", "compare.png", "COMMAND.md"
 
@@ -143,13 +145,10 @@ def ablation_arms(task: str, optimizer: str, variants: Iterable[str] | None,
 
 
 def _check_optimizers(optimizers: list[str]) -> None:
-    from metods_evo.train import OPTIMIZERS
-
     if not optimizers:
         raise ConfigError("give at least one optimizer")
     for name in optimizers:
-        if name not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(sorted(OPTIMIZERS))}")
+        OPTIMIZERS.lookup(name)
     if len(set(optimizers)) != len(optimizers):
         raise ConfigError(f"optimizers are listed twice: {','.join(optimizers)}")
 
@@ -242,15 +241,14 @@ def _status(cfg: RunConfig, path: Path) -> str:
 
 # The config sections each optimizer reads; the others (e.g. ``ppo`` for an ES run) cannot change its result,
 # so a later change of their defaults must not make a finished run look different.
-USED_SECTIONS = {"es": ("es",), "a2c": ("a2c",), "ppo": ("ppo",), "hybrid": ("es", "a2c", "ppo", "hybrid")}
-OPTIMIZER_SECTIONS = ("es", "a2c", "ppo", "hybrid")
+OPTIMIZER_SECTIONS = tuple(section for section in SECTIONS if section != "model")
 
 
 def _relevant(cfg: RunConfig) -> dict[str, Any]:
     """The parts of ``cfg`` that can change the run: its optimizer's sections and its model kind's fields (so that
     a finished RL2 run stays valid when MetODS's defaults change)."""
     data = json.loads(cfg.to_json())
-    used = USED_SECTIONS.get(cfg.optimizer, OPTIMIZER_SECTIONS)
+    used = declaration(cfg.optimizer).sections or OPTIMIZER_SECTIONS
     data = {k: v for k, v in data.items() if k not in OPTIMIZER_SECTIONS or k in used}
     fields = config_fields(cfg.model.kind) if cfg.model.kind in MODELS else None
     if fields is not None:
@@ -272,8 +270,6 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any,
 # ---------------------------------------------------------------------------------------------- training
 def _train_one(cfg: RunConfig, path: str, resume: bool, progress: bool) -> str:
     """One run, new or continued; top-level so that worker processes can run it."""
-    from metods_evo.train import train
-
     path = Path(path)
     if resume:
         run = RunDir.open(path)

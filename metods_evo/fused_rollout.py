@@ -42,9 +42,9 @@ import functools
 import torch
 from torch import Tensor
 
+from metods_evo.episodes import RolloutResult, reset_episodes
 from metods_evo.models import fused
 from metods_evo.models.metods import MetODS
-from metods_evo.rollout import RolloutResult, reset_episodes
 from metods_evo.tasks.harlow import CENTRE, HarlowTask
 
 ROLLOUT_VERSION = 4

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metods_evo.config import ConfigError
+from metods_evo.config import ConfigError, generation_seed
 from metods_evo.evaluate import FINAL_STREAM, evaluate_theta, to_json
 from metods_evo.experiments import Arm, run_arms
 from metods_evo.runs import RunDir, atomic_write_bytes
@@ -155,8 +155,6 @@ def _evaluations(exp: Experiment, path: Path, episodes: int) -> dict[str, dict]:
 
 def exp_seed(run_seed: int) -> int:
     """The final-evaluation seed stream (the same episodes for every agent of a seed)."""
-    from metods_evo.config import generation_seed
-
     return generation_seed(run_seed, 0, FINAL_STREAM)
 
 

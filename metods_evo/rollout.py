@@ -13,56 +13,16 @@ task compute goes to episodes that have ended. The result is the same as steppin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from metods_evo import fused_rollout
+from metods_evo.episodes import RolloutResult, reset_episodes
 from metods_evo.tasks.base import Task
 
 COMPACT_BELOW = 0.5
 """Compact the batch once the live agents are fewer than this fraction of the agents stepped."""
-
-
-@dataclass
-class RolloutResult:
-    rewards: Tensor
-    """Per-step rewards ``[T, P, E]`` (zero after each episode's end)."""
-    lengths: Tensor
-    """Episode lengths ``[P, E]``."""
-    metrics: dict[str, Tensor]
-    """Task episode metrics ``{name: [P, E]}`` (always ``"return"``)."""
-    finite: Tensor
-    """``[P, E]`` False where the model produced a non-finite output (those episodes score worst)."""
-    env_steps: int
-    """Environment steps actually taken by live agents."""
-    model_steps: int = 0
-    """Agent-steps the model and task computed: T x P x E, less what compaction dropped (module docstring)."""
-    log_probs: Tensor | None = None
-    values: Tensor | None = None
-    entropies: Tensor | None = None
-    trace: dict[str, list[Tensor]] = field(default_factory=dict)
-    inputs: dict[str, Tensor] = field(default_factory=dict)
-    """With ``record=True``: what the model saw, so ``replay`` can re-run the episodes with gradients:
-    ``obs [T, P, E, obs]``, ``actions [T, P, E]`` (``[T, P, E, A]`` for continuous tasks, before clipping) and
-    ``state0``, the initial model state (MetODS: ``{"W": [P, E, N, N]}``)."""
-    task_state: dict[str, Tensor] = field(default_factory=dict)
-    """The task's state after the last step, batch ``P * E`` individual-major (e.g. each episode's hidden
-    direction in the MuJoCo tasks, for evaluations that split results by it)."""
-    model_state: dict[str, Tensor] = field(default_factory=dict)
-    """With ``record=True``: the model state after the last step, ``[P, E, ...]``, detached (MetODS: ``W_T``; an
-    episode that ended earlier is stepped on to the batch's last step). Empty otherwise, so that a scoring rollout
-    of a large population does not hold its ``[P, E, N, N]`` weights past its return."""
-
-    @property
-    def valid(self) -> Tensor:
-        """``[T, P, E]`` True on the steps of each episode (before its end)."""
-        steps = torch.arange(self.rewards.shape[0], device=self.lengths.device).view(-1, 1, 1)
-        return steps < self.lengths.unsqueeze(0)
-
-    @property
-    def returns(self) -> Tensor:
-        return self.metrics["return"]
 
 
 def tile(state: dict[str, Tensor], copies: int, noise_episodes: int | None = None) -> dict[str, Tensor]:
@@ -75,17 +35,6 @@ def tile(state: dict[str, Tensor], copies: int, noise_episodes: int | None = Non
     tiled = {k: v.repeat(copies, *([1] * (v.dim() - 1))) for k, v in state.items()}
     tiled["_episodes"] = first.new_empty(noise_episodes or first.shape[0], 0)
     return tiled
-
-
-def reset_episodes(task: Task, num_episodes: int, generator: torch.Generator,
-                   antithetic: bool = False) -> tuple[dict[str, Tensor], Tensor]:
-    """``task.reset(num_episodes)``, or with ``antithetic`` E / 2 fresh episodes followed by their twins."""
-    if not antithetic:
-        return task.reset(num_episodes, generator)
-    if num_episodes % 2 or not task.can_mirror():
-        raise ValueError(f"antithetic episodes need an even count (got {num_episodes}) and a task with mirror() "
-                         f"({type(task).__name__} {'has' if task.can_mirror() else 'has none'})")
-    return task.mirror(*task.reset(num_episodes // 2, generator))
 
 
 def select_actions(logits: Tensor, mode: str, generator: torch.Generator | None, shared_axes: int = 0) -> Tensor:
@@ -161,8 +110,6 @@ def rollout(model, params: dict[str, Tensor], task: Task, num_episodes: int, gen
     with the hidden task parameter reversed and the same per-step noise.
     """
     if fuse and not (record or trace) and action_mode == "greedy" and not getattr(model, "stochastic", False):
-        from metods_evo import fused_rollout  # deferred: it imports this module
-
         if fused_rollout.should_use(model, params, task, num_episodes):
             return fused_rollout.harlow_rollout(model, params, task, num_episodes, generator, antithetic=antithetic)
     pop = params[model.spec.names[0]].shape[0]

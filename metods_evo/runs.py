@@ -28,7 +28,9 @@ from typing import Any
 
 import torch
 
-from metods_evo.config import ConfigError, RunConfig, check_values
+from metods_evo.config import ConfigError, RunConfig, check_values, validate_task
+from metods_evo.models import build_model
+from metods_evo.optimizers import declaration
 
 CONFIG, METRICS, CHECKPOINT, AGENT, LAST, EVAL, CURVES = (
     "config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "last.pt", "eval.json", "curves.png")
@@ -55,8 +57,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 
 def default_run_name(cfg: RunConfig) -> str:
-    algo = f"es-{cfg.es.algorithm}" if cfg.optimizer == "es" else cfg.optimizer
-    return f"{cfg.task}__{algo}__s{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{cfg.task}__{declaration(cfg.optimizer).run_tag(cfg)}__s{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class RunDir:
@@ -123,9 +124,6 @@ class RunDir:
     def check_size(self, cfg: RunConfig, size: int, source: str) -> None:
         """``RunError`` unless the model ``cfg`` describes has ``size`` parameters, as ``source`` (a theta of this
         run) has: a config.json edited or replaced after training."""
-        from metods_evo.config import validate_task
-        from metods_evo.models import build_model
-
         expected = build_model(cfg, validate_task(cfg.task, cfg.task_options)).num_params
         if expected != size:
             raise RunError(f"{self.file(CONFIG)} does not describe this run: its model has {expected:,} parameters, "
@@ -136,20 +134,21 @@ class RunDir:
         size of its theta. Only reads: a resume calls it before it changes anything."""
         checkpoint = self.load_checkpoint()
         if checkpoint is not None:
-            trainer = checkpoint["trainer"]
-            kind = "hybrid" if "mode" in trainer else "a2c / ppo" if "theta" in trainer else "es"
-            expected = {"hybrid": "hybrid", "a2c": "a2c / ppo", "ppo": "a2c / ppo"}.get(cfg.optimizer, "es")
-            if kind != expected or (kind == "hybrid" and trainer["mode"] != cfg.hybrid.mode):
-                shown = f"hybrid (hybrid.mode={trainer['mode']})" if kind == "hybrid" else kind
-                mode = f" (hybrid.mode={cfg.hybrid.mode})" if cfg.optimizer == "hybrid" else ""
-                raise RunError(f"{self.file(CONFIG)} does not describe this run: it says optimizer {cfg.optimizer}"
-                               f"{mode}, {CHECKPOINT} holds the state of an {shown} trainer")
+            written_by = checkpoint_optimizer(checkpoint, cfg.optimizer)
+            if written_by != cfg.optimizer:
+                article = "an" if written_by[:1] in "aeiou" else "a"
+                problem = (f"it says optimizer {cfg.optimizer}, {CHECKPOINT} holds the state of {article} {written_by} "
+                           "trainer")
+            else:
+                problem = declaration(cfg.optimizer).resume_problem(cfg, checkpoint["trainer"])
+            if problem:
+                raise RunError(f"{self.file(CONFIG)} does not describe this run: {problem}")
         for name in (LAST, AGENT):  # small files with the whole theta; the checkpoint's may be a pickled searcher
             if self.file(name).is_file():
                 self.check_size(cfg, self.load_agent_state("last" if name == LAST else "best")["theta"].numel(), name)
                 return
         if checkpoint is not None:
-            self.check_size(cfg, checkpoint_center(checkpoint["trainer"]).numel(), CHECKPOINT)
+            self.check_size(cfg, checkpoint_center(checkpoint["trainer"], written_by).numel(), CHECKPOINT)
 
     def discard_if_untrained(self) -> None:
         """Remove a run directory that holds nothing but its config.json: a new run that failed before its first
@@ -193,7 +192,8 @@ class RunDir:
             if checkpoint is None:
                 raise RunError(f"{self.path} has no last theta ({LAST} and {CHECKPOINT} missing)")
             trainer = checkpoint["trainer"]
-            return {"theta": checkpoint_center(trainer), "generation": trainer["generation"],
+            written_by = checkpoint_optimizer(checkpoint, self.config().optimizer)
+            return {"theta": checkpoint_center(trainer, written_by), "generation": trainer["generation"],
                     "env_steps": trainer["env_steps"]}
         if not path.is_file():
             raise RunError(f"{self.path} has no trained agent yet ({path.name} missing)")
@@ -275,8 +275,24 @@ class RunDir:
         self._rewrite_metrics(kept)
 
 
-def checkpoint_center(trainer: dict[str, Any]) -> torch.Tensor:
-    """The theta a trainer's checkpointed state stands for: gradient theta, ES center, or the hybrid's live one."""
+def checkpoint_optimizer(checkpoint: dict[str, Any], configured: str) -> str:
+    """The optimizer that wrote ``checkpoint``: recorded in it (``train.train`` writes ``"optimizer"``); in a
+    checkpoint of an earlier version, told by the keys of its trainer state (``configured`` where they fit it)."""
+    if "optimizer" in checkpoint:
+        return checkpoint["optimizer"]
+    trainer = checkpoint["trainer"]
+    kinds = ("hybrid",) if "mode" in trainer else ("a2c", "ppo") if "theta" in trainer else ("es",)
+    return configured if configured in kinds else " / ".join(kinds)
+
+
+def checkpoint_center(trainer: dict[str, Any], optimizer: str | None = None) -> torch.Tensor:
+    """The theta a trainer's checkpointed state stands for (what its ``center()`` returned): asked of ``optimizer``'s
+    declaration (``center_of``), or told by the state's keys where it declares none (a plugin's factory)."""
+    if optimizer is not None:
+        try:
+            return declaration(optimizer).center_of(trainer)
+        except NotImplementedError:
+            pass
     if "theta" in trainer:  # policy gradient (A2C, PPO)
         return trainer["theta"].detach().clone().cpu()
     if "mode" in trainer:  # hybrid: its gradient learner once it has one, else its ES searcher

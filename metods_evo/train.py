@@ -9,7 +9,6 @@ the best one as the run's agent, and writes an atomic checkpoint (and the last t
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import math
 import sys
@@ -22,12 +21,9 @@ import torch
 
 from metods_evo.config import ConfigError, RunConfig, generation_seed, validate
 from metods_evo.evaluate import EVAL_STREAM, evaluate_theta, final_seed
+from metods_evo.optimizers import OPTIMIZERS, declaration, make_trainer, register_optimizer
 from metods_evo.runs import CURVES, EVAL, RunDir, RunError
-
-# An optimizer's trainer is built as ``factory(cfg)``: the factory is a class or function, or its "module:name",
-# imported on first use (so that evotorch or a user's module is only imported when its optimizer is chosen).
-TrainerFactory = Callable[[RunConfig], Any]
-OPTIMIZERS: dict[str, str | TrainerFactory] = {}
+from metods_evo.tasks import TASKS
 
 LOGGERS = ("csv", "tensorboard")  # RunConfig.logger: metrics.csv always; tensorboard adds RUN/tensorboard/
 TENSORBOARD = "tensorboard"  # the run's subfolder of TensorBoard event files
@@ -35,32 +31,6 @@ TENSORBOARD = "tensorboard"  # the run's subfolder of TensorBoard event files
 
 class DivergedError(RunError):
     """Training produced a non-finite theta (one-line CLI error, exit code 2); the run keeps its last good files."""
-
-
-def register_optimizer(name: str, entry_point: str | TrainerFactory) -> None:
-    """``entry_point`` builds the optimizer's trainer as ``entry_point(cfg)``: a class or factory function, or its
-    ``"module:name"`` string (imported on first use). The trainer's interface: docs/architecture.md."""
-    if isinstance(entry_point, str):
-        if entry_point.count(":") != 1 or not all(entry_point.split(":")):
-            raise TypeError(f"optimizer {name!r}: a string entry point is 'module:name', got {entry_point!r}")
-    elif not callable(entry_point):
-        raise TypeError(f"optimizer {name!r}: the entry point must be a class, a function or a 'module:name' "
-                        f"string, got {entry_point!r}")
-    OPTIMIZERS[name] = entry_point
-
-
-register_optimizer("es", "metods_evo.optimizers.es:make_es_trainer")
-register_optimizer("a2c", "metods_evo.optimizers.a2c:A2CTrainer")
-register_optimizer("ppo", "metods_evo.optimizers.ppo:PPOTrainer")
-register_optimizer("hybrid", "metods_evo.optimizers.hybrid:HybridTrainer")
-
-
-def make_trainer(cfg: RunConfig):
-    factory = OPTIMIZERS[cfg.optimizer]
-    if isinstance(factory, str):
-        module, name = factory.split(":")
-        factory = getattr(importlib.import_module(module), name)
-    return factory(cfg)
 
 
 def check_logger(cfg: RunConfig) -> None:
@@ -157,8 +127,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
                 # last.pt holds no optimizer state: small enough to keep when a finished run drops checkpoint.pt.
                 # Written first: a kill in between leaves it ahead of the checkpoint, which an exact resume reaches.
                 run.save_agent(theta, {"generation": trainer.generation, "env_steps": trainer.env_steps}, last=True)
-                run.save_checkpoint({"trainer": trainer.state_dict(), "best": best, "wall_s": wall,
-                                     "torch_rng": torch.get_rng_state()})
+                run.save_checkpoint({"optimizer": cfg.optimizer, "trainer": trainer.state_dict(), "best": best,
+                                     "wall_s": wall, "torch_rng": torch.get_rng_state()})
                 saved = trainer.generation
             done = last
             if bar is not None:
@@ -183,9 +153,9 @@ def finish(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
                "wall_s": rows[-1]["wall_s"] if rows else 0.0}
     run.write_json(EVAL, report)
     try:
-        from metods_evo.plots import plot_curves
+        from metods_evo.plots import plot_curves  # optional at run time: matplotlib
 
-        detail = {"es": cfg.es.algorithm, "hybrid": f"{cfg.hybrid.mode}, {cfg.hybrid.gradient}"}.get(cfg.optimizer)
+        detail = declaration(cfg.optimizer).detail(cfg)
         title = f"{cfg.task} — {cfg.optimizer}" + (f" ({detail})" if detail else "")
         plot_curves(rows, run.file(CURVES), title=title, eval_key=f"eval/{_main_metric(cfg)}")
     except ImportError:  # matplotlib is a dependency, but a broken install must not lose a finished run
@@ -194,9 +164,7 @@ def finish(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 def _main_metric(cfg: RunConfig) -> str:
-    from metods_evo.tasks import TASKS
-
-    return TASKS[cfg.task].load_class().main_metric
+    return TASKS.lookup(cfg.task).load_class().main_metric
 
 
 def _finished(cfg: RunConfig, trainer, wall_s: float = 0.0) -> bool:

@@ -213,7 +213,7 @@ def test_split_hybrid_es_only_moves_plasticity():
     trainer = HybridTrainer(cfg)
     mask = plasticity_mask(trainer.model)
     before = trainer.center()
-    trainer.es.problem.base = before
+    trainer.es.set_base(before)
     trainer.es.step()
     assert trainer.es.searcher.status["center"].shape[0] == int(mask.sum())
     trainer.close()

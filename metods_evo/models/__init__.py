@@ -13,27 +13,27 @@ Factories are ``"module:Class"`` strings, imported on first use, called as
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
-from metods_evo.config import RunConfig
 from metods_evo.models.metods import MetODS
+from metods_evo.registry import Registry
 
-MODELS: dict[str, str] = {}
+if TYPE_CHECKING:  # annotations only: config imports this registry to check model.kind
+    from metods_evo.config import RunConfig
+
+MODELS: Registry[type] = Registry("model.kind")
 
 
 def register_model(kind: str, entry_point: str) -> None:
     """Register a model class under ``kind`` (the value of ``model.kind``)."""
     if kind in MODELS:
         raise ValueError(f"model {kind!r} is already registered")
-    MODELS[kind] = entry_point
+    MODELS.register(kind, entry_point)
 
 
 def model_class(kind: str) -> type:
     """The class registered as ``kind`` (imported on first use)."""
-    if kind not in MODELS:
-        raise ValueError(f"unknown model.kind {kind!r}; choose from {', '.join(sorted(MODELS))}")
-    module_name, class_name = MODELS[kind].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return MODELS.load(kind)
 
 
 def config_fields(kind: str) -> tuple[str, ...] | None:

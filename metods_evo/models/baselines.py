@@ -16,11 +16,15 @@ of theta like MetODS's, so an optimizer that trains this model can change the no
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from metods_evo.config import ModelConfig
 from metods_evo.models.params import ParamSpec
+
+if TYPE_CHECKING:  # annotations only: config imports the model registry
+    from metods_evo.config import ModelConfig
 
 LOG_STD = 0.0
 """Initial log standard deviation of the continuous random policy (std 1, before clipping)."""

@@ -48,13 +48,16 @@ P x E per-agent weight sets.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from metods_evo.config import ModelConfig
 from metods_evo.models.metods import _linear
 from metods_evo.models.params import ParamSpec
+
+if TYPE_CHECKING:  # annotations only: config imports the model registry
+    from metods_evo.config import ModelConfig
 
 ADAPTED = ("hidden1_w", "hidden1_b", "hidden2_w", "hidden2_b", "policy_w", "policy_b")
 """The policy weights the inner loop adapts (all of them but log_std; the critic is separate)."""

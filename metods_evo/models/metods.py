@@ -23,13 +23,16 @@ training uses the same code with P = 1.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from metods_evo.config import ModelConfig
 from metods_evo.models import fused
 from metods_evo.models.params import ParamSpec, action_input
+
+if TYPE_CHECKING:  # annotations only: config imports the model registry
+    from metods_evo.config import ModelConfig
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 

@@ -19,13 +19,16 @@ same code with P = 1 (BPTT through h).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from metods_evo.config import ModelConfig
 from metods_evo.models.metods import _linear
 from metods_evo.models.params import ParamSpec, action_input
+
+if TYPE_CHECKING:  # annotations only: config imports the model registry
+    from metods_evo.config import ModelConfig
 
 UPDATE_GATE_BIAS = 1.0
 """Initial b_iz: z = sigmoid(1) ~ 0.73 at init, so h keeps most of its past by default (the GRU analogue of

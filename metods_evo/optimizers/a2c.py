@@ -17,6 +17,7 @@ from metods_evo.rollout import rollout
 
 class A2CTrainer(PolicyGradientTrainer):
     section = "a2c"
+    sections = ("a2c",)
 
     def update(self, generator: torch.Generator) -> tuple[int, float, dict[str, Tensor]]:
         pg = self.pg

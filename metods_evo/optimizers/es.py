@@ -20,7 +20,9 @@ from evotorch import Problem, SolutionBatch
 from evotorch.tools import ranking
 
 from metods_evo.config import RunConfig, generation_seed
+from metods_evo.evaluate import EVAL_STREAM, evaluate_theta
 from metods_evo.models import build_model
+from metods_evo.optimizers.base import OptimizerDeclaration
 from metods_evo.rollout import rollout
 from metods_evo.tasks import make_task
 
@@ -195,7 +197,34 @@ def start_seed(cfg: RunConfig, start: int) -> int:
     return cfg.seed if start == 0 else generation_seed(cfg.seed, start, START_STREAM)
 
 
-class ESTrainer:
+class ESDeclaration(OptimizerDeclaration):
+    """The ``es`` optimizer's declaration, shared by its one-searcher and multi-start trainers."""
+
+    sections = ("es",)
+
+    @classmethod
+    def action_mode(cls, cfg: RunConfig) -> str:
+        return cfg.es.action_mode
+
+    @classmethod
+    def run_tag(cls, cfg: RunConfig) -> str:
+        return f"es-{cfg.es.algorithm}"
+
+    @classmethod
+    def detail(cls, cfg: RunConfig) -> str:
+        return cfg.es.algorithm
+
+    @classmethod
+    def center_of(cls, state: dict[str, Any]) -> torch.Tensor:
+        if "starts" in state:  # es.starts > 1: the leading searcher (MultiStartES.leader)
+            scores, starts = state["scores"], state["starts"]
+            leader = min(scores, key=lambda k: (-scores[k], k)) if scores else min(starts)
+            return cls.center_of(starts[leader])
+        searcher = pickle.loads(state["searcher"])  # the evotorch searcher, pickled whole
+        return searcher.status["center"].detach().clone().cpu()
+
+
+class ESTrainer(ESDeclaration):
     """One evotorch searcher, stepped a generation at a time: ``step() -> metrics``."""
 
     def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None, theta: torch.Tensor | None = None,
@@ -234,8 +263,12 @@ class ESTrainer:
                 "perf/steps_per_s": steps / max(elapsed, 1e-9)}
 
     def center(self) -> torch.Tensor:
-        """The search distribution's center: the theta this run stands for."""
+        """The search distribution's center: the theta this run stands for (a subset search: its entries)."""
         return self.searcher.status["center"].detach().clone().cpu()
+
+    def set_base(self, theta: torch.Tensor) -> None:
+        """The full theta that a search of a subset of its entries plugs its samples into."""
+        self.problem.base = theta.detach().clone().cpu()
 
     def stdev(self) -> torch.Tensor:
         status = self.searcher.status
@@ -261,7 +294,7 @@ class ESTrainer:
             self.problem.kill_actors()
 
 
-class MultiStartES:
+class MultiStartES(ESDeclaration):
     """``es.starts`` independent searchers (``ESTrainer``), each from its own initial theta, stepped in lockstep on the
     same episodes; at generation ``es.select_at`` the one whose center scores best on the run's fixed evaluation
     episodes is kept and the others are dropped.
@@ -298,8 +331,6 @@ class MultiStartES:
         return metrics
 
     def _select(self) -> None:
-        from metods_evo.evaluate import EVAL_STREAM, evaluate_theta  # evaluate imports the models this module uses
-
         seed = generation_seed(self.cfg.seed, 0, EVAL_STREAM)
         metric = self.task.main_metric
         self.scores = {k: evaluate_theta(self.cfg, s.center(), self.cfg.eval_episodes, seed)["metrics"][metric]["mean"]
@@ -341,3 +372,10 @@ class MultiStartES:
 def make_es_trainer(cfg: RunConfig) -> ESTrainer | MultiStartES:
     """The ``es`` optimizer: one searcher, or ``es.starts`` of them."""
     return ESTrainer(cfg) if cfg.es.starts == 1 else MultiStartES(cfg)
+
+
+class ES(ESDeclaration):
+    """The registered ``es`` optimizer: ``ES(cfg)`` builds its trainer (``make_es_trainer``)."""
+
+    def __new__(cls, cfg: RunConfig) -> ESTrainer | MultiStartES:  # type: ignore[misc]
+        return make_es_trainer(cfg)

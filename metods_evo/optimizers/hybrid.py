@@ -24,7 +24,9 @@ from torch import Tensor
 
 from metods_evo.config import ConfigError, RunConfig
 from metods_evo.optimizers.a2c import A2CTrainer
-from metods_evo.optimizers.es import ESTrainer
+from metods_evo.optimizers.base import OptimizerDeclaration
+from metods_evo.optimizers.es import ESDeclaration, ESTrainer
+from metods_evo.optimizers.pg import PolicyGradientTrainer
 from metods_evo.optimizers.ppo import PPOTrainer
 
 PLASTICITY = ("alpha", "kappa", "beta", "w0", "write_l", "write_h_w", "write_h_b", "write_o_w", "write_o_b")
@@ -42,7 +44,33 @@ def plasticity_mask(model) -> Tensor:
     return mask
 
 
-class HybridTrainer:
+class HybridTrainer(OptimizerDeclaration):
+    sections = ("es", "a2c", "ppo", "hybrid")
+
+    @classmethod
+    def detail(cls, cfg: RunConfig) -> str:
+        return f"{cfg.hybrid.mode}, {cfg.hybrid.gradient}"
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        if cfg.hybrid.mode == "split" and cfg.model.kind != "metods":
+            raise ConfigError(f"hybrid.mode=split searches MetODS's plasticity parameters by ES; model.kind="
+                              f"{cfg.model.kind} has none (use hybrid.mode=sequential)")
+
+    @classmethod
+    def resume_problem(cls, cfg: RunConfig, state: dict[str, Any]) -> str:
+        if state["mode"] == cfg.hybrid.mode:
+            return ""
+        return (f"it says optimizer hybrid (hybrid.mode={cfg.hybrid.mode}), checkpoint.pt holds the state of a "
+                f"hybrid (hybrid.mode={state['mode']}) trainer")
+
+    @classmethod
+    def center_of(cls, state: dict[str, Any]) -> Tensor:
+        """Its gradient learner's theta once it has one, else its ES searcher's center."""
+        if state["pg"] is not None:
+            return PolicyGradientTrainer.center_of(state["pg"])
+        return ESDeclaration.center_of(state["es"])
+
     def __init__(self, cfg: RunConfig):
         self.cfg, self.mode = cfg, cfg.hybrid.mode
         self.by_steps = cfg.budget_steps > 0
@@ -55,7 +83,7 @@ class HybridTrainer:
             if not self.mask.any():  # validate() rejects non-MetODS kinds; this guards a model built otherwise
                 raise ConfigError(f"hybrid.mode=split needs plasticity parameters ({', '.join(PLASTICITY)}); "
                                   f"model.kind={cfg.model.kind} has none")
-            self.pg.trainable = (~self.mask).float().to(cfg.device)
+            self.pg.restrict_to(~self.mask)
             subset = self.mask.nonzero().squeeze(1)
             self.es: ESTrainer | None = ESTrainer(cfg, subset=subset, theta=self.pg.center())
         else:
@@ -85,12 +113,13 @@ class HybridTrainer:
         return row
 
     def _split_step(self) -> dict[str, float]:
-        self.es.problem.base = self.pg.center()  # the ES population varies the plasticity of the current f, g
+        self.es.set_base(self.pg.center())  # the ES population varies the plasticity of the current f, g
         run_before, es_before = self.env_steps, self.es.env_steps
         es_metrics = self.es.step()
-        with torch.no_grad():
-            self.pg.theta[self.mask.to(self.pg.theta.device)] = self.es.searcher.status["center"].to(self.pg.theta)
-        self.pg.env_steps = self.env_steps + self.es.env_steps - es_before  # the gradient's counter is the run's
+        theta = self.pg.center()
+        theta[self.mask] = self.es.center()
+        self.pg.set_center(theta)
+        self.pg.count_env_steps(self.es.env_steps - es_before)  # the gradient's counter is the run's
         pg_metrics = self.pg.step()
         self.generation += 1
         self.env_steps = self.pg.env_steps
@@ -100,8 +129,7 @@ class HybridTrainer:
 
     def _start_gradient(self, theta: Tensor) -> None:
         self.pg = self.gradient_cls(self.cfg, theta=theta)
-        self.pg.generation, self.pg.env_steps = self.generation, self.env_steps
-        self.pg.span = (self.switch, self.pg.span[1])  # anneal the learning rate over the gradient phase only
+        self.pg.take_over(self.generation, self.env_steps, anneal_from=self.switch)  # anneal over its phase only
         self.es.close()
         self.es = None
 
@@ -116,7 +144,7 @@ class HybridTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generation, self.env_steps = state["generation"], state["env_steps"]
         if self.mode == "sequential" and state["es"] is None:
-            self._start_gradient(state["pg"]["theta"])
+            self._start_gradient(self.gradient_cls.center_of(state["pg"]))
         if state["es"] is not None:
             self.es.load_state_dict(state["es"])
         if state["pg"] is not None:

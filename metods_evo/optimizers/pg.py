@@ -17,6 +17,7 @@ from torch import Tensor
 
 from metods_evo.config import PGConfig, RunConfig, generation_seed
 from metods_evo.models import build_model
+from metods_evo.optimizers.base import OptimizerDeclaration
 from metods_evo.rollout import RolloutResult
 from metods_evo.tasks import make_task
 
@@ -80,7 +81,7 @@ def actor_critic_loss(pg: PGConfig, log_probs: Tensor, values: Tensor, entropies
     return loss, stats
 
 
-class PolicyGradientTrainer:
+class PolicyGradientTrainer(OptimizerDeclaration):
     """Adam on a flat theta. Subclasses implement ``update(generator) -> (env_steps, mean return, stats)``.
 
     ``trainable`` (a bool mask ``[D]``) restricts the gradient to part of theta (the hybrids use it);
@@ -89,6 +90,11 @@ class PolicyGradientTrainer:
     """
 
     section = "a2c"
+    sections = ("a2c",)
+
+    @classmethod
+    def center_of(cls, state: dict[str, Any]) -> Tensor:
+        return state["theta"].detach().clone().cpu()
 
     def __init__(self, cfg: RunConfig, theta: Tensor | None = None, trainable: Tensor | None = None):
         self.cfg, self.pg = cfg, getattr(cfg, self.section)
@@ -134,6 +140,26 @@ class PolicyGradientTrainer:
 
     def close(self) -> None:
         pass
+
+    # ------------------------------------------------------------------ composition (optimizers/hybrid.py)
+    def set_center(self, theta: Tensor) -> None:
+        """Replace theta in place, keeping Adam's moments: another optimizer moved part of it."""
+        with torch.no_grad():
+            self.theta.copy_(theta.to(self.theta.device))
+
+    def restrict_to(self, trainable: Tensor) -> None:
+        """Take gradient steps only on the entries where ``trainable`` (bool ``[D]``) is True."""
+        self.trainable = trainable.float().to(self.cfg.device)
+
+    def take_over(self, generation: int, env_steps: int, anneal_from: int) -> None:
+        """Continue a run that another optimizer began: its counters, and the learning rate annealed from
+        ``anneal_from`` (in the unit of the run's budget) to the run's end instead of over the whole run."""
+        self.generation, self.env_steps = generation, env_steps
+        self.span = (anneal_from, self.span[1])
+
+    def count_env_steps(self, steps: int) -> None:
+        """Steps another optimizer spent: they count in this one's budget (and its learning-rate schedule)."""
+        self.env_steps += steps
 
     # ------------------------------------------------------------------ shared pieces
     def update(self, generator: torch.Generator) -> tuple[int, float, dict[str, Tensor]]:

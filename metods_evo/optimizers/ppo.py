@@ -18,6 +18,7 @@ from metods_evo.rollout import episodes_of, replay, rollout
 
 class PPOTrainer(PolicyGradientTrainer):
     section = "ppo"
+    sections = ("ppo",)
 
     def update(self, generator: torch.Generator) -> tuple[int, float, dict[str, Tensor]]:
         pg = self.pg

@@ -9,12 +9,13 @@ registry), so heavy simulators are only imported when their task is chosen. A ta
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from metods_evo.registry import Registry, import_entry_point, is_entry_point
 from metods_evo.tasks.base import Task, TaskState
+from metods_evo.tasks.gym_single import register_gymnasium
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,7 @@ class TaskSpec:
     description: str = ""
 
     def load_class(self) -> type[Task]:
-        if isinstance(self.entry_point, type):
-            return self.entry_point
-        module_name, class_name = self.entry_point.split(":")
-        return getattr(importlib.import_module(module_name), class_name)
+        return self.entry_point if isinstance(self.entry_point, type) else import_entry_point(self.entry_point)
 
     def options(self) -> dict[str, Any]:
         """Constructor options of the task (name -> default), registry defaults applied."""
@@ -38,8 +36,18 @@ class TaskSpec:
         found.update(self.defaults)
         return found
 
+    def make(self, device: str = "cpu", **options: Any) -> Task:
+        """The task built with ``options`` over the registry defaults; an unknown option is a ``ValueError``
+        naming the valid ones."""
+        known = self.options()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"task {self.id!r} has no option {unknown[0]!r}; options: "
+                             f"{', '.join(sorted(known)) or 'none'}")
+        return self.load_class()(device=device, **{**self.defaults, **options})
 
-TASKS: dict[str, TaskSpec] = {}
+
+TASKS: Registry[TaskSpec] = Registry("task")
 
 
 def register(id: str, entry_point: str | type[Task], *, gym_id: str = "", description: str = "",
@@ -50,7 +58,7 @@ def register(id: str, entry_point: str | type[Task], *, gym_id: str = "", descri
     if isinstance(entry_point, type):
         if not issubclass(entry_point, Task):
             raise TypeError(f"task {id!r}: {entry_point.__qualname__} is not a subclass of metods_evo.tasks.Task")
-    elif not (isinstance(entry_point, str) and entry_point.count(":") == 1 and all(entry_point.split(":"))):
+    elif not is_entry_point(entry_point):
         raise TypeError(f"task {id!r}: the entry point must be a Task subclass or a 'module:Class' string, "
                         f"got {entry_point!r}")
     spec = TaskSpec(id, entry_point, dict(defaults), gym_id, description)
@@ -58,23 +66,15 @@ def register(id: str, entry_point: str | type[Task], *, gym_id: str = "", descri
         if TASKS[id] == spec:
             return
         raise ValueError(f"task {id!r} is already registered")
-    TASKS[id] = spec
+    TASKS.register(id, spec)
     if gym_id:
-        from metods_evo.tasks.gym_vector import register_gymnasium
-
         register_gymnasium(spec)
 
 
 def make_task(id: str, device: str = "cpu", **options: Any) -> Task:
-    """Build a registered task; unknown ids and options raise ``ValueError`` with the valid choices."""
-    if id not in TASKS:
-        raise ValueError(f"unknown task {id!r}; choose from {', '.join(sorted(TASKS))}")
-    spec = TASKS[id]
-    known = spec.options()
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"task {id!r} has no option {unknown[0]!r}; options: {', '.join(sorted(known)) or 'none'}")
-    return spec.load_class()(device=device, **{**spec.defaults, **options})
+    """Build a registered task; an unknown id is a ``ConfigError``, an unknown option a ``ValueError``, both with
+    the valid choices."""
+    return TASKS.lookup(id).make(device, **options)
 
 
 register("harlow", "metods_evo.tasks.harlow:HarlowTask", gym_id="metods_evo/Harlow-v0",

@@ -1,22 +1,31 @@
 """One episode at a time as a ``gymnasium.Env``: ``gymnasium.make("metods_evo/Harlow-v0")`` (registered beside
-the vector env in ``gym_vector.register_gymnasium``), the batched task stepped with a batch of 1."""
+the vector env by ``register_gymnasium``), the batched task stepped with a batch of 1."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gymnasium
 import torch
 
 from metods_evo.tasks.base import Task, TaskState
-from metods_evo.tasks.gym_vector import EpisodeLengthSpec, action_space, observation_space, task_action
+from metods_evo.tasks.gym_vector import EpisodeLengthSpec, action_space, make_vector_env, observation_space, task_action
 
 
-def make_env(task_id: str, **options: Any) -> TaskEnv:
-    """``gymnasium.make``'s entry point: task ``task_id`` built with ``options``."""
-    from metods_evo.tasks import make_task
+def register_gymnasium(spec) -> None:
+    """Register ``spec.gym_id`` (``spec``: a ``TaskSpec``) with gymnasium: a single env (``make``) and a vector env
+    (``make_vec``)."""
+    if spec.gym_id in gymnasium.registry:
+        return
+    # partials of module-level functions, not closures: AsyncVectorEnv pickles the entry point.
+    gymnasium.register(id=spec.gym_id, entry_point=functools.partial(make_env, spec),
+                       vector_entry_point=functools.partial(make_vector_env, spec))
 
-    return TaskEnv(make_task(task_id, **options))
+
+def make_env(spec, **options: Any) -> TaskEnv:
+    """``gymnasium.make``'s entry point: the task of ``spec`` (its ``TaskSpec``) built with ``options``."""
+    return TaskEnv(spec.make(**options))
 
 
 class TaskEnv(EpisodeLengthSpec, gymnasium.Env):

@@ -15,7 +15,6 @@ and a registered value would make ``gymnasium.make`` wrap a ``TimeLimit`` that c
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import gymnasium
@@ -26,23 +25,10 @@ from gymnasium import spaces
 from metods_evo.tasks.base import Task, TaskState
 
 
-def register_gymnasium(spec) -> None:
-    """Register ``spec.gym_id`` with gymnasium: a single env (``make``) and a vector env (``make_vec``)."""
-    if spec.gym_id in gymnasium.registry:
-        return
-    from metods_evo.tasks.gym_single import make_env
-
-    # partials of module-level functions, not closures: AsyncVectorEnv pickles the entry point.
-    gymnasium.register(id=spec.gym_id, entry_point=functools.partial(make_env, spec.id),
-                       vector_entry_point=functools.partial(make_vector_env, spec.id))
-
-
-def make_vector_env(task_id: str, num_envs: int = 1, max_episode_steps: int | None = None,
-                    **options: Any) -> TaskVectorEnv:
-    """``gymnasium.make_vec``'s entry point: ``num_envs`` episodes of task ``task_id`` built with ``options``."""
-    from metods_evo.tasks import make_task
-
-    return TaskVectorEnv(make_task(task_id, **options), num_envs, max_episode_steps)
+def make_vector_env(spec, num_envs: int = 1, max_episode_steps: int | None = None, **options: Any) -> TaskVectorEnv:
+    """``gymnasium.make_vec``'s entry point: ``num_envs`` episodes of the task of ``spec`` (its ``TaskSpec``) built
+    with ``options``."""
+    return TaskVectorEnv(spec.make(**options), num_envs, max_episode_steps)
 
 
 def observation_space(task: Task) -> spaces.Box:
