@@ -1,5 +1,9 @@
 // The fused plastic step (metods_evo/models/fused.py): the per-agent kernel, the lanes kernel's blocks and the
 // pool of W_t buffers, bound as the extension's functions.
+#include <cstdlib>
+#include <mutex>
+#include <unordered_map>
+
 #include "plastic_step.h"
 
 namespace {

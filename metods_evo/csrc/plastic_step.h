@@ -10,9 +10,6 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -99,8 +96,10 @@ void coefficients(const float* beta, int64_t depth, float* c, float* d) {
 // The lanes layout stores individual p's W as [N][N][E] (episodes innermost): one vector holds element (i, j) of
 // kLanes episodes of the same individual, so every operation of the step is a vertical FMA across agents (no
 // padding lanes, no transpose-and-add), and the individual's alpha, L, kappa and beta are broadcast scalars. Same
-// c / D formulation and the same single pass over W^(0) as the per-agent kernel (plastic_step.cpp); the read's alpha terms are accumulated
-// per k (acc_k = sum_j alpha_ij z_k[j], then read_i = c W^(0)_i. v + sum_k D[s-1,k] v_k[i] acc_k).
+// c / D formulation and the same single pass over W^(0) as the per-agent kernel (plastic_step.cpp); the read's alpha
+// terms are accumulated per k (acc_k = sum_j alpha_ij z_k[j], then read_i = c W^(0)_i. v + sum_k D[s-1,k] v_k[i]
+// acc_k).
+
 // The lanes kernel's vector types: one AVX2 vector (8 episodes), or two (16 episodes: element (i, j) of the block
 // is then one whole 64-byte line of W, read and written once per sweep instead of half a line twice).
 struct Vec2 {
@@ -294,8 +293,8 @@ void lanes_sweep(const LanesBlock& b) {
 // The checks both entry points share: kappa and beta [P or 1, S(S+3)/2], alpha [P or 1, N, N] (rows contiguous) or
 // [P or 1, 1], write_l empty (the hebbian write, u = v) or [P or 1, N, N] (the linear write, u = L v), all float32 on
 // the CPU. Returns whether the write is linear.
-inline bool check_parameters(int64_t pop, int64_t n, int64_t depth, const at::Tensor& kappa, const at::Tensor& beta,
-                      const at::Tensor& alpha, const at::Tensor& write_l) {
+inline bool check_parameters(int64_t pop, int64_t n, int64_t depth, const at::Tensor& kappa,
+                             const at::Tensor& beta, const at::Tensor& alpha, const at::Tensor& write_l) {
   for (const at::Tensor* t : {&kappa, &beta, &alpha, &write_l})
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), "the fused step takes float32 CPU tensors");
   TORCH_CHECK(depth >= 1 && kappa.dim() == 2 && beta.dim() == 2 && kappa.size(1) == depth * (depth + 3) / 2 &&
