@@ -1,4 +1,4 @@
-"""The C++ extension loader (``metods_evo.kernels``): names that follow the sources and flags, and the quiet fallback."""
+"""The C++ extension loader (``metods_evo.kernels``): names that follow the sources and flags, the quiet fallback."""
 
 from metods_evo import kernels
 

@@ -101,7 +101,11 @@ A field missing here is taken only at its default, so a new model option keeps t
 
 def options_allowed(config, options: dict[str, tuple | None]) -> bool:
     """Whether every field of the dataclass ``config`` is allowed by ``options`` (field -> values, ``ANY``: all):
-    a listed field must hold one of its values, an unlisted one its default."""
+    a listed field must hold one of its values, an unlisted one its default (any other config object: every
+    attribute must be listed)."""
+    if not dataclasses.is_dataclass(config):
+        return all(name in options and (options[name] is ANY or value in options[name])
+                   for name, value in vars(config).items())
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if f.name in options:

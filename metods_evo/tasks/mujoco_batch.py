@@ -9,8 +9,8 @@ an atomic counter by ``threads`` OpenMP threads, each with its own ``mjData``, a
 whole batch. Results are bitwise those of the Python loop (``tests/test_locomotion.py`` checks it).
 
 The extension (``metods_evo/csrc/mujoco_batch.cpp``) is compiled on first use by ``metods_evo.kernels`` (under a
-minute, cached like the fused kernel) against the headers and the ``libmujoco`` shipped in the ``mujoco`` wheel; where that fails, ``available()`` is False and the task keeps its
-Python loop.
+minute, cached like the fused kernel) against the headers and the ``libmujoco`` shipped in the ``mujoco`` wheel;
+where that fails, ``available()`` is False and the task keeps its Python loop.
 """
 
 from __future__ import annotations
