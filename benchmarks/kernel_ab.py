@@ -1,8 +1,8 @@
 """The fused Harlow rollout kernel of a git revision against the working tree's, side by side in one process.
 
 What is measured: ``metods_evo.rollout.rollout`` of Harlow (N = 20, S = 3 by default, greedy, as ES scores a
-population) with the rollout kernel built from ``--base``'s ``metods_evo/models/fused.py`` and
-``metods_evo/fused_rollout.py`` ("base") and from the files on disk ("tree"), everything else the working tree's.
+population) with the rollout kernel built from ``--base``'s ``metods_evo/csrc/`` ("base"; a revision that has that
+folder) and from the files on disk ("tree"), everything else the working tree's.
 Both libraries are loaded in one process and their timed blocks interleaved, so that load from other jobs hits
 both alike; each point prints the median env-steps/s of each (live agents' steps, as ``roofline.py``), their
 ratio and the per-block ratios. Before timing, every point checks that both give bitwise the same rewards and
@@ -25,8 +25,8 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import types
 from pathlib import Path
 
 import torch
@@ -34,9 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from roofline import cpu_name, int_list, population_params, population_shape  # noqa: E402  (a sibling script)
 
-from metods_evo import fused_rollout  # noqa: E402
+from metods_evo import fused_rollout, kernels  # noqa: E402
 from metods_evo.config import ModelConfig  # noqa: E402
-from metods_evo.models import fused  # noqa: E402
 from metods_evo.models.metods import MetODS  # noqa: E402
 from metods_evo.rollout import rollout  # noqa: E402
 from metods_evo.tasks import make_task  # noqa: E402
@@ -58,23 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def module_at(revision: str, path: str, name: str) -> types.ModuleType:
-    """The module ``path`` as it is at ``revision``, executed under ``name`` (only its source strings are used)."""
-    text = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout
-    module = types.ModuleType(name)
-    sys.modules[name] = module  # dataclasses and type hints look their module up
-    exec(compile(text, f"{revision}:{path}", "exec"), module.__dict__)
-    return module
+def sources_at(revision: str, into: Path) -> Path:
+    """``metods_evo/csrc/`` as it is at ``revision``, extracted under ``into``."""
+    archive = subprocess.run(["git", "archive", revision, "metods_evo/csrc"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "metods_evo" / "csrc"
 
 
-def build(tag: str, fused_module, rollout_module) -> object:
+def build(tag: str, source_dir: Path) -> object:
     """The rollout extension of these sources, named ``kernel_ab_{tag}_...`` so that it never shadows the real one."""
-    centre = f"namespace {{ constexpr int64_t kCentre = {rollout_module.CENTRE}; }}\n"
-    source = (f"#include <algorithm>\n#include <atomic>\n#include <cmath>\n{fused_module.SOURCE}\n{centre}"
-              f"{rollout_module.ROLLOUT_SOURCE}")
-    prefix = f"kernel_ab_{tag}_r{rollout_module.ROLLOUT_VERSION}_k{fused_module.KERNEL_VERSION}"
-    module, reason = fused.compile_extension(prefix, source, ["harlow_rollout", "lanes"])
+    module, reason = fused_rollout.build(source_dir, prefix=f"kernel_ab_{tag}")
     if module is None:
         raise SystemExit(f"the {tag} kernel did not compile: {reason}")
     return module
@@ -116,14 +109,15 @@ def point(args: argparse.Namespace, builds: dict, task, write: str, pe: int, thr
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    base_fused = module_at(args.base, "metods_evo/models/fused.py", "kernel_ab_base_fused")
-    base_rollout = module_at(args.base, "metods_evo/fused_rollout.py", "kernel_ab_base_rollout")
-    builds = {"base": build("base", base_fused, base_rollout), "tree": build("tree", fused, fused_rollout)}
+    with tempfile.TemporaryDirectory() as tmp:
+        base_sources = sources_at(args.base, Path(tmp))
+        base_hash = kernels.source_hash(base_sources)
+        builds = {"base": build("base", base_sources), "tree": build("tree", kernels.SOURCE_DIR)}
     task = make_task("harlow")
     print(f"kernel A/B on {cpu_name()} ({os.cpu_count()} CPUs), torch {torch.__version__}: base = {args.base} "
-          f"(fused v{base_fused.KERNEL_VERSION}, rollout v{base_rollout.ROLLOUT_VERSION}), tree = working tree "
-          f"(fused v{fused.KERNEL_VERSION}, rollout v{fused_rollout.ROLLOUT_VERSION}); Harlow N = {args.n}, "
-          f"S = {args.depth}, E = {args.episodes}; median of {args.repeats} interleaved blocks >= {args.min_seconds} s")
+          f"(sources {base_hash}), tree = working tree (sources {kernels.source_hash(kernels.SOURCE_DIR)}); "
+          f"Harlow N = {args.n}, S = {args.depth}, E = {args.episodes}; median of {args.repeats} interleaved blocks "
+          f">= {args.min_seconds} s")
     original = fused_rollout._load
     agree = True
     try:
