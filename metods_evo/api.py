@@ -43,7 +43,8 @@ def train_agent(task: str | None = None, optimizer: str | None = None, *, out: s
                 seed: int | None = None, generations: int | None = None, budget_steps: int | None = None,
                 device: str | None = None, overrides: Mapping[str, Any] | None = None,
                 resume: str | os.PathLike | None = None, progress: bool = True,
-                on_generation: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+                on_generation: Callable[[dict[str, Any]], None] | None = None,
+                on_start: Callable[[Any], None] | None = None) -> TrainResult:
     """Meta-train an agent, as ``metods-evo train`` does, and return its ``TrainResult``.
 
     The config is the dataclass defaults, then the presets of ``task`` (default ``"harlow"``) and (task,
@@ -57,7 +58,9 @@ def train_agent(task: str | None = None, optimizer: str | None = None, *, out: s
     ``budget_steps`` may be given with it, to extend the run. ``progress``: the live progress bar (on a terminal
     only). ``on_generation``: called after each generation with its row of metrics.csv (``generation``,
     ``env_steps``, ``wall_s``, ``train/episode_return``, the optimizer's metrics, ``eval/<metric>``: NaN where
-    the generation was not evaluated).
+    the generation was not evaluated). ``on_start``: called with the trainer before its first step, e.g. to attach
+    evotorch's loggers to an ES run's searcher: ``on_start=lambda trainer: PandasLogger(trainer.searcher)`` with
+    ``es.starts=1`` (with several starts, each start's ``trainer.searchers[k].searcher``).
     """
     if resume is not None:
         given = {"task": task, "optimizer": optimizer, "out": out, "seed": seed, "device": device,
@@ -71,7 +74,8 @@ def train_agent(task: str | None = None, optimizer: str | None = None, *, out: s
         flags = {"seed": seed, "generations": generations, "budget_steps": budget_steps, "device": device}
         cfg, run = new_run(task or "harlow", optimizer or "es",
                            {**{k: v for k, v in flags.items() if v is not None}, **(overrides or {})}, out)
-    report = run_training(cfg, run, resume=resume is not None, progress=progress, on_generation=on_generation)
+    report = run_training(cfg, run, resume=resume is not None, progress=progress, on_generation=on_generation,
+                          on_start=on_start)
     return TrainResult(run.path, cfg, report, load_agent(run.path))
 
 
@@ -104,10 +108,12 @@ def resume_run(path: str | os.PathLike, generations: int | None = None, budget_s
 
 
 def run_training(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True,
-                 on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 on_generation: Callable[[dict[str, Any]], None] | None = None,
+                 on_start: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """``train.train``; a new run that fails before its first generation leaves no directory behind."""
     try:
-        return training.train(cfg, run, resume=resume, progress=progress, on_generation=on_generation)
+        return training.train(cfg, run, resume=resume, progress=progress, on_generation=on_generation,
+                              on_start=on_start)
     except Exception:
         if not resume:
             run.discard_if_untrained()

@@ -120,7 +120,8 @@ def tasks() -> None:
 @click.option("--task", default=None, help="Registered task id (see `metods-evo tasks`). [default: harlow]")
 @click.option("--optimizer", default=None, help=f"Meta-optimizer: {' | '.join(OPTIMIZERS)}. [default: es]")
 @click.option("--algorithm", default=None,
-              help="ES algorithm: pgpe | snes | cem | cmaes. [default: pgpe; the harlow preset uses snes]")
+              help="ES algorithm (evotorch): pgpe | snes | cem | cmaes (separable: diagonal covariance) | cmaes-full | "
+                   "xnes (full covariance: O(D^2) memory). [default: pgpe; the harlow preset uses snes]")
 @click.option("--popsize", type=int, default=None, help="Population size.")
 @click.option("--generations", type=int, default=None, help="Number of generations.")
 @click.option("--budget-steps", type=int, default=None, help="Stop after this many environment steps instead.")

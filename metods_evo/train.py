@@ -67,9 +67,11 @@ class TensorBoardLog:
 
 
 def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool = True,
-          on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          on_generation: Callable[[dict[str, Any]], None] | None = None,
+          on_start: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Train (or continue) the run in ``run`` and return its final evaluation report. ``on_generation`` is called
-    with each generation's row of metrics.csv once it is written."""
+    with each generation's row of metrics.csv once it is written; ``on_start`` with the trainer, once built (and
+    restored from its checkpoint), before its first step: e.g. to attach evotorch loggers to its searcher."""
     validate(cfg)
     check_logger(cfg)
     if resume:
@@ -88,6 +90,8 @@ def train(cfg: RunConfig, run: RunDir, *, resume: bool = False, progress: bool =
             run.truncate_metrics(trainer.generation)
         else:
             run.truncate_metrics(0)  # killed before its first checkpoint: start over
+    if on_start is not None:
+        on_start(trainer)
     saved = trainer.generation  # the generation of the files on disk, for the message if theta diverges
     eval_seed = generation_seed(cfg.seed, 0, EVAL_STREAM)
     metric = trainer.task.main_metric
