@@ -200,8 +200,8 @@ def gate_section(root: Path) -> tuple[str, list[str]]:
              "Each headline trained from scratch on every seed by the code of the commit named (`metods-evo "
              "reproduce`, `metods_evo/gate.py`). A seed passes when its agent's check (the best theta on fresh "
              "episodes of the gate's own stream) reaches the threshold; the run's final evaluation (1000 episodes) "
-             "is in brackets. Wall times are per run, with the runs sharing the machine as the command says "
-             "(`--jobs`).", "", *table, "", *commands]
+             "is in brackets. Wall times are per run, measured with other jobs sharing the machine (its "
+             "`COMMAND.md` says which).", "", *table, "", *commands]
     readme = []
     for row in table[2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
