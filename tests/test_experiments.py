@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import cli
 
+import metods_evo.experiments
 import metods_evo.train
 from metods_evo.config import ConfigError, make_config
 from metods_evo.experiments import ablate, compare, time_to_threshold
@@ -106,7 +107,7 @@ def test_rerun_skips_finished_runs_and_retabulates(compared, tmp_path, monkeypat
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(metods_evo.train, "train", no_training)
+    monkeypatch.setattr(metods_evo.experiments, "train", no_training)
     summary = compare("harlow", ["es", "narrow-es"], 2, BUDGET, out, overrides=TINY, threshold=1e9, progress=False)
     assert snapshot(out / "es") | snapshot(out / "narrow-es") == runs_before
     rows = read_csv(out / "compare.csv")
@@ -133,8 +134,8 @@ def test_a_killed_run_is_resumed_to_the_uninterrupted_result(compared, tmp_path,
         metods_evo.train.train(cfg, run, progress=False, on_generation=kill_after_two)
     assert not run.file("eval.json").exists()
 
-    calls, real_train = [], metods_evo.train.train
-    monkeypatch.setattr(metods_evo.train, "train", lambda *a, **kw: calls.append(kw) or real_train(*a, **kw))
+    calls, real_train = [], metods_evo.experiments.train
+    monkeypatch.setattr(metods_evo.experiments, "train", lambda *a, **kw: calls.append(kw) or real_train(*a, **kw))
     compare("harlow", ["es"], 1, BUDGET, out, overrides=TINY, progress=False)
     assert [c["resume"] for c in calls] == [True]
     reference = compared[0] / "es" / "seed0"
