@@ -215,7 +215,7 @@ def check_figure_path(path: str) -> None:
         raise ConfigError(f"--plot {path}: cannot write there")
 
 
-@main.command()
+@main.command(short_help="A − B on the same episodes: two runs, or two arms of runs, seed by seed.")
 @click.argument("run_a", metavar="A")
 @click.argument("run_b", metavar="B")
 @click.option("--set", "sets", multiple=True, metavar="task.KEY=VALUE", help="Task options, e.g. task.size=10.")

@@ -32,7 +32,7 @@ from typing import Any
 from metods_evo.config import SECTIONS, ConfigError, RunConfig, make_config
 from metods_evo.models import MODELS, config_fields
 from metods_evo.optimizers import OPTIMIZERS, declaration
-from metods_evo.runs import CONFIG, EVAL, RunDir, RunError, atomic_write_bytes
+from metods_evo.runs import CONFIG, EVAL, RunDir, atomic_write_bytes
 from metods_evo.tasks import TASKS
 from metods_evo.train import train
 
@@ -332,10 +332,7 @@ def summarize(task: str, runs: list[PlannedRun], threshold: float | None) -> dic
     per_run = []
     for r in runs:
         run = RunDir(r.path)
-        try:
-            report = json.loads(run.file(EVAL).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise RunError(f"{run.file(EVAL)} is missing or corrupt: {err}") from None
+        report = run.read_eval()
         reached = time_to_threshold(run.read_metrics(), threshold, f"eval/{metric}")
         final = report["metrics"][metric]
         per_run.append({"arm": r.arm, "seed": r.seed, "path": str(r.path),

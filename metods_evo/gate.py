@@ -30,7 +30,7 @@ from typing import Any
 from metods_evo.config import ConfigError, generation_seed, make_config
 from metods_evo.evaluate import evaluate_theta, to_json
 from metods_evo.experiments import PlannedRun, _duration, _execute, _status, _write_command, time_to_threshold
-from metods_evo.runs import EVAL, RunDir, RunError, atomic_write_bytes
+from metods_evo.runs import RunDir, atomic_write_bytes
 from metods_evo.tasks import TASKS
 
 GATE_STREAM = 6
@@ -122,10 +122,7 @@ def check(name: str, runs: list[PlannedRun], quick: bool = False) -> list[dict[s
     rows = []
     for r in runs:
         run = RunDir(r.path)
-        try:
-            report = json.loads(run.file(EVAL).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise RunError(f"{run.file(EVAL)} is missing or corrupt: {err}") from None
+        report = run.read_eval()
         checked = _check_report(run, r.cfg, 32 if quick else headline.check_episodes)
         scores = _scores_of(checked, metric, headline.groups)
         final = _scores_of(report, metric, headline.groups)

@@ -204,6 +204,13 @@ class RunDir:
             raise RunError(f"corrupt agent file {path}: {type(err).__name__}") from None
         return state
 
+    def read_eval(self) -> dict[str, Any]:
+        """The run's final evaluation report (eval.json); a one-line RunError when it is missing or corrupt."""
+        try:
+            return json.loads(self.file(EVAL).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunError(f"{self.file(EVAL)} is missing or corrupt: {err}") from None
+
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_bytes(self.file(name), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

@@ -53,6 +53,7 @@ def reference_score() -> tuple[float, float]:
     return stats["mean"], stats["std"] / math.sqrt(report["episodes"])
 
 
+@pytest.mark.slow
 def test_documented_loop_scores_as_the_evaluation(monkeypatch, capsys, reference_score):
     blocks = doc_blocks()
     assert len(blocks) == 3 and blocks[0].count(RESTART_LINE) == 1

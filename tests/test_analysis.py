@@ -47,6 +47,7 @@ def assert_real_png(path):
     assert matplotlib.image.imread(path)[..., :3].std() > 0.05, f"{path} looks blank"
 
 
+@pytest.mark.slow
 def test_analyze_harlow_writes_figures_and_the_numbers_behind_them(harlow_run, tmp_path):
     out = tmp_path / "figures"
     result = cli("analyze", harlow_run, "--out", out, "--episodes", 48, "--seed", 3)
@@ -72,12 +73,14 @@ def test_analyze_harlow_writes_figures_and_the_numbers_behind_them(harlow_run, t
     assert all(low <= high for low, high in zip(energy["min"], energy["max"]))
 
 
+@pytest.mark.slow
 def test_default_output_goes_into_the_run(harlow_run):
     result = cli("analyze", harlow_run, "--episodes", 4)
     assert result.exit_code == 0, result.stderr
     assert all((harlow_run / "analysis" / name).is_file() for name in (*FIGURES, "analysis.json"))
 
 
+@pytest.mark.slow
 def test_last_agent_is_analyzed_on_request(harlow_run, tmp_path):
     result = cli("analyze", harlow_run, "--agent", "last", "--out", tmp_path / "last", "--episodes", 6, "--seed", 3)
     assert result.exit_code == 0, result.stderr
@@ -114,6 +117,7 @@ def test_recomputed_plastic_state_equals_the_traced_one(depth, write, w0, action
         assert torch.equal(greedy, torch.stack(traced.trace["action"]))
 
 
+@pytest.mark.slow
 def test_weight_change_and_energy_equal_direct_computations(harlow_run):
     data = harlow_episodes(harlow_run, episodes=8)
     change = analysis.weight_change(data.W, data.W0)
@@ -135,6 +139,7 @@ def test_weight_change_and_energy_equal_direct_computations(harlow_run):
     torch.testing.assert_close(analysis.hopfield_energy(w[0], grid, grid), direct)
 
 
+@pytest.mark.slow
 def test_saturation_figures_equal_direct_computations(tmp_path):
     """A model with huge plasticity and a saturated embedding drives W to its bound and its reads into tanh's
     flat zone: the figure's numbers must equal a direct per-step count over the running episodes."""
@@ -183,6 +188,7 @@ def test_pca_recovers_a_dominant_direction():
     torch.testing.assert_close(mean, x.double().mean(0))
 
 
+@pytest.mark.slow
 def test_analyze_maze_without_first_choice_colouring(tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory, "maze")
     result = cli("analyze", run, "--out", tmp_path / "maze", "--episodes", 6)

@@ -25,6 +25,7 @@ def doc_blocks() -> list[str]:
     return re.findall(r"<!-- runs in tests/test_api.py -->\n```python\n(.*?)```", text, flags=re.S)
 
 
+@pytest.mark.slow
 def test_documented_example_runs_as_written(monkeypatch, capsys, tmp_path):
     """The example with TINY merged into its overrides (so it trains for seconds): its printed lines, and its
     TrainResult and callback rows agree with the run's files."""
@@ -55,6 +56,7 @@ def test_documented_example_runs_as_written(monkeypatch, capsys, tmp_path):
             assert math.isclose(value, saved[key], rel_tol=1e-5) or math.isnan(value) and math.isnan(saved[key]), key
 
 
+@pytest.mark.slow
 def test_resume_extends_a_run_and_refuses_new_settings(tmp_path):
     first = metods_evo.train_agent(out="run", overrides=TINY, progress=False)
     assert first.report["generation"] >= 1

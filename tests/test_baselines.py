@@ -286,6 +286,7 @@ TINY = ["--set", "model.hidden=8", "--set", "eval_episodes=8", "--set", "final_e
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,optimizer", [("rl2", "es"), ("rl2", "ppo"), ("random", "es"), ("random", "ppo")])
 def test_cli_train_evaluate_load_agent(tmp_path, monkeypatch, kind, optimizer):
     monkeypatch.chdir(tmp_path)

@@ -22,12 +22,14 @@ TINY = ["--popsize", "8", "--set", "es.episodes=2", "--set", "model.n=6", "--set
 pytestmark = pytest.mark.usefixtures("work_in_tmp")  # run directories land in tmp_path
 
 
+@pytest.mark.slow
 def test_tasks_lists_registry():
     result = cli("tasks")
     assert result.exit_code == 0
     assert "harlow" in result.stdout and "maze" in result.stdout and " 20 " in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["harlow", "maze"])
 def test_train_evaluate_and_load_agent(tmp_path, task):
     out = tmp_path / "run"
@@ -57,6 +59,7 @@ def test_train_evaluate_and_load_agent(tmp_path, task):
     assert action.dtype == torch.int64 and action.shape == (5,) and ((0 <= action) & (action < agent.num_actions)).all()
 
 
+@pytest.mark.slow
 def test_evaluate_maze_on_a_larger_size(tmp_path):
     out = tmp_path / "maze"
     assert cli("train", "--task", "maze", "--generations", "1", "--out", str(out), *TINY).exit_code == 0
@@ -66,6 +69,7 @@ def test_evaluate_maze_on_a_larger_size(tmp_path):
     assert report["task_options"]["size"] == 10 and "steps_to_first_reward" in report["metrics"]
 
 
+@pytest.mark.slow
 def test_agent_api_reproduces_rollout_returns(tmp_path):
     """Stepping a task by hand through Agent.act gives the same returns as the batched evaluation."""
     out = tmp_path / "run"
@@ -126,6 +130,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         json.loads((killed_dir / "eval.json").read_text())["metrics"]
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
     assert cli("train", "--generations", "4", "--out", str(tmp_path / "long"), *TINY).exit_code == 0
     assert cli("train", "--generations", "2", "--out", str(tmp_path / "short"), *TINY).exit_code == 0
@@ -140,6 +145,7 @@ def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
     refused(cli("train", "--resume", str(tmp_path / "short"), "--popsize", "4"), "only --generations")
 
 
+@pytest.mark.slow
 def test_extending_a_budgeted_run_and_evaluating_on_an_incompatible_task(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "--budget-steps", "500", "--out", str(out), *TINY).exit_code == 0
@@ -150,6 +156,7 @@ def test_extending_a_budgeted_run_and_evaluating_on_an_incompatible_task(tmp_pat
     refused(bad, "observation / action sizes")
 
 
+@pytest.mark.slow
 def test_last_theta_evaluates_and_pairs_against_the_best(tmp_path):
     """`--agent last` plays the latest checkpoint's theta: from last.pt, or checkpoint.pt in runs without one."""
     out = tmp_path / "run"
@@ -175,6 +182,7 @@ def test_last_theta_evaluates_and_pairs_against_the_best(tmp_path):
     assert cli("evaluate", str(out), "--episodes", "5").exit_code == 0  # the best theta is still there
 
 
+@pytest.mark.slow
 def test_time_budget_stops_the_run(tmp_path):
     out = tmp_path / "run"
     result = cli("train", "--generations", "1000", "--out", str(out), *TINY, "--set", "max_minutes=0.0001")
@@ -182,6 +190,7 @@ def test_time_budget_stops_the_run(tmp_path):
     assert len((out / "metrics.csv").read_text().splitlines()) == 2  # header + the one generation that ran
 
 
+@pytest.mark.slow
 def test_console_entry_point_exit_code_and_single_line():
     result = cli_process("train", "--set", "model.n=x")
     assert result.returncode == 2 and result.stderr.strip() == "error: --set model.n=x: expected int"
@@ -214,6 +223,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     refused(result, message)
 
 
+@pytest.mark.slow
 def test_existing_out_and_corrupt_runs_are_refused_without_damage(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "--generations", "2", "--out", str(out), *TINY).exit_code == 0

@@ -17,6 +17,7 @@ TINY = ["--set", "model.n=6", "--set", "model.depth=2", "--set", "eval_episodes=
 pytestmark = pytest.mark.usefixtures("work_in_tmp")  # run directories land in tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer,task", [("a2c", "harlow"), ("ppo", "maze"), ("hybrid", "harlow")])
 def test_train_evaluate_load_agent(tmp_path, optimizer, task):
     out = tmp_path / "run"
@@ -42,6 +43,7 @@ def test_train_evaluate_load_agent(tmp_path, optimizer, task):
     assert action.shape == (3,) and action.dtype == torch.long
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["a2c", "ppo"])
 def test_resume_continues_exactly(tmp_path, optimizer):
     """A run stopped after 2 generations and extended to 4 ends exactly where a 4-generation run ends (with a

@@ -61,6 +61,7 @@ def snapshot(root):
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_table_and_plot_match_the_runs(compared):
     out, summary = compared
     rows = read_csv(out / "compare.csv")
@@ -99,6 +100,7 @@ def test_table_and_plot_match_the_runs(compared):
     assert "called from Python" in command and f"--optimizers es,narrow-es --seeds 2 --budget-steps {BUDGET}" in command
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs_and_retabulates(compared, tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     shutil.copytree(compared[0], out)
@@ -121,6 +123,7 @@ def test_rerun_skips_finished_runs_and_retabulates(compared, tmp_path, monkeypat
     assert default["threshold"] == 3.8 and [r["optimizer"] for r in read_csv(out / "compare.csv")] == ["es"]
 
 
+@pytest.mark.slow
 def test_a_killed_run_is_resumed_to_the_uninterrupted_result(compared, tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     cfg = make_config("harlow", "es", {k: str(v) for k, v in TINY.items()} | {"seed": "0", "budget_steps": str(BUDGET)})
@@ -193,6 +196,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 
+@pytest.mark.slow
 def test_cli_compare_end_to_end(in_tmp, monkeypatch):
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     args = ["compare", "--task", "harlow", "--optimizers", "es", "--seeds", "1", "--budget-steps", "1000",
@@ -247,6 +251,7 @@ def test_sections_an_optimizer_does_not_read_are_not_compared():
     assert [k for k, _, _ in _differences(_relevant(ppo_a), _relevant(ppo_b))] == ["ppo.target_kl"]
 
 
+@pytest.mark.slow
 def test_ablate_trains_each_variant_and_tabulates_it(tmp_path):
     """Each variant is one change from the task's defaults, in its own run directory, with its own row."""
     out = tmp_path / "abl"

@@ -33,6 +33,7 @@ def test_quick_gate_trains_every_seed_checks_the_threshold_and_exits_1_on_a_miss
     assert HEADLINES["harlow-es"].command() in table
 
 
+@pytest.mark.slow
 def test_gate_passes_when_every_seed_reaches_the_threshold(tmp_path, monkeypatch):
     import dataclasses
 
@@ -44,6 +45,7 @@ def test_gate_passes_when_every_seed_reaches_the_threshold(tmp_path, monkeypatch
     assert result["passed"] and all(r["passed"] for r in result["results"]["harlow-es"])
 
 
+@pytest.mark.slow
 def test_gate_resumes_without_retraining(tmp_path):
     runner, args = CliRunner(), ["reproduce", "harlow-es", "--quick", "--seeds", "1", "--out", str(tmp_path)]
     runner.invoke(main, args + ["--no-progress"])

@@ -87,6 +87,7 @@ def test_autograd_rollout_equals_no_grad_rollout():
     assert torch.equal(with_grad.inputs["actions"], result.inputs["actions"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("truncate", [0, 4])
 def test_episode_loss_gradient_matches_finite_differences(truncate):
     """d(loss)/d(theta) through every plastic update of the episode (BPTT) against central differences, float64.
@@ -133,6 +134,7 @@ def test_episode_loss_gradient_matches_finite_differences(truncate):
     assert grad[plasticity_mask(model)].abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_learnt_w0_gets_its_gradient_through_replay():
     """PPO replays recorded episodes from their (detached) start state; a learnt W0 is re-read from theta there
     (``MetODS.replay_state``), so the replayed loss has its true gradient for W0: checked against central finite
@@ -165,6 +167,7 @@ TINY = {"model.n": "8", "model.depth": "2", "eval_every": "2", "eval_episodes": 
         "ppo.epochs": "2"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["a2c", "ppo"])
 def test_gradient_trainer_state_dict_resumes_exactly(optimizer):
     cfg = make_config("harlow", optimizer, TINY | {"generations": "4"})
@@ -180,6 +183,7 @@ def test_gradient_trainer_state_dict_resumes_exactly(optimizer):
     assert a.env_steps == c.env_steps > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sequential", "split"])
 def test_hybrid_trainer(mode):
     cfg = make_config("harlow", "hybrid", TINY | {"generations": "4", "hybrid.mode": mode})
@@ -250,6 +254,7 @@ def test_policy_gradient_learns_to_remember_through_plasticity(bandit_task, opti
     assert float(result.returns.mean()) > floor
 
 
+@pytest.mark.slow
 def test_trainers_log_the_saturation_of_the_batch_final_plastic_state():
     cfg = make_config("harlow", "ppo", TINY | {"generations": "2", "model.plastic_bound": "0.02"})
     trainer = make_trainer(cfg)

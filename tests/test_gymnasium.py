@@ -34,6 +34,7 @@ def registered(task_id: str) -> str:
     return TASKS[task_id].gym_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_id", task_params(sorted(TASKS)))
 def test_env_checker_on_every_id(task_id):
     gym_id = registered(task_id)

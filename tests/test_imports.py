@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "metods_evo"
 ROOT = PACKAGE.parent
 
@@ -75,12 +77,14 @@ def test_top_level_imports_resolve_modules_and_skip_functions(tmp_path):
                                                          "metods_evo.models"}
 
 
+@pytest.mark.slow
 def test_package_imports_form_no_cycle():
     modules = module_names()
     graph = {name: top_level_imports(path, modules) - {name} for name, path in modules.items()}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone():
     """Each module imported first, in a state where no other module of the package is loaded (torch stays)."""
     script = (

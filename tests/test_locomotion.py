@@ -68,6 +68,7 @@ def test_spaces_dtypes_and_state(task_id):
     assert reward.shape == (5,) and reward.dtype == torch.float32 and done.dtype == torch.bool
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("task_id", "options"), [
     ("cheetah-dir", {}), ("cheetah-dir", {"sim_threads": 2}), ("cheetah-dir", {"frozen_actuator": 2}),
     ("ant-dir", {}), ("ant-dir", {"sim_threads": 2}), ("ant-dir", {"frozen_actuator": 5}),
@@ -293,6 +294,7 @@ def test_options_are_validated():
     assert done.all() and (state["t"] == 7).all() and task.time_limit_reached(state).all()
 
 
+@pytest.mark.slow
 def test_gymnasium_vector_env_truncates_at_200_steps():
     env = gymnasium.make_vec("metods_evo/CheetahDir-v0", num_envs=3, sim_threads=2)
     assert env.single_action_space.shape == (6,) and env.single_observation_space.shape == (17,)
@@ -312,6 +314,7 @@ def test_pickles_with_its_options():
     assert torch.equal(task.step(state, action, None)[1], copy.step(state, action, None)[1])
 
 
+@pytest.mark.slow
 def test_evaluation_reports_forward_and_backward_episodes_separately(tmp_path):
     """``evaluate`` splits the direction tasks' episodes by their hidden direction (does the agent earn in both?)."""
     from metods_evo.config import make_config

@@ -22,6 +22,7 @@ class Killed(Exception):
 pytestmark = pytest.mark.usefixtures("work_in_tmp")  # run directories land in tmp_path
 
 
+@pytest.mark.slow
 def test_tensorboard_without_its_package_is_refused_before_any_file(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed, whether it is or not
     result = cli("train", "--generations", "2", "--set", "logger=tensorboard", "--no-progress")

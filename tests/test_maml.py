@@ -197,6 +197,7 @@ def recorded(model: MAML, seed: int = 0, episodes: int = 2):
     return task, theta.double(), result, state0
 
 
+@pytest.mark.slow
 def test_second_order_outer_gradient_matches_finite_differences():
     """d(loss)/d(theta_0) through the inner step (full MAML) against central differences in float64; the first-order
     variant drops exactly the terms through the inner step: equal on the pre-adaptation steps, different after."""
@@ -318,6 +319,7 @@ TINY = ["--set", "model.kind=maml", "--set", "model.hidden=8", "--set", "eval_ep
         "--set", "ppo.episodes=8", "--set", "ppo.minibatches=2", "--set", "ppo.epochs=2", "--no-progress"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["es", "ppo"])
 def test_cli_train_evaluate_load_agent(tmp_path, monkeypatch, optimizer):
     monkeypatch.chdir(tmp_path)

@@ -67,6 +67,7 @@ def meta_world_one_by_one(task, tasks: list[int], actions: torch.Tensor):
     return first, obs, rewards, success
 
 
+@pytest.mark.slow
 def test_spaces_dtypes_and_state():
     task = cached_task("metaworld-reach")
     env = task.benchmark.train_classes["reach-v3"]()
@@ -84,6 +85,7 @@ def test_spaces_dtypes_and_state():
     assert reward.shape == (5,) and reward.dtype == torch.float32 and done.dtype == torch.bool
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("task_id", "options"), [
     ("metaworld-reach", {}), ("metaworld-reach", {"split": "test"}), ("metaworld-push", {"sim_threads": 2}),
     ("metaworld-ml10", {}), ("metaworld-ml10", {"split": "test", "sim_threads": 2}),
@@ -137,6 +139,7 @@ def test_rollout_boundaries_reset_the_env_but_not_the_agent():
         assert not torch.allclose(weights[boundary], fresh["W"])
 
 
+@pytest.mark.slow
 def test_ml1_splits_are_metaworld_train_and_test_tasks():
     """Pinned to metaworld.ML1(name, seed): 50 training goals, 50 distinct held-out goals, one class."""
     for split in ("train", "test"):
@@ -152,6 +155,7 @@ def test_ml1_splits_are_metaworld_train_and_test_tasks():
     assert push.class_names == ["push-v3"] and {t.env_name for t in push.tasks} == {"push-v3"}
 
 
+@pytest.mark.slow
 def test_ml10_splits_are_the_ten_training_and_five_held_out_classes():
     train, test = cached_task("metaworld-ml10"), cached_task("metaworld-ml10", split="test")
     assert train.class_names == ML10_TRAIN and test.class_names == ML10_TEST
@@ -170,6 +174,7 @@ def test_ml10_splits_are_the_ten_training_and_five_held_out_classes():
         assert all(drawn[i] == name for name, mask in groups.items() for i in mask.nonzero().flatten().tolist())
 
 
+@pytest.mark.slow
 def test_success_flags_follow_info_success():
     """A scripted reacher (moves the hand to the goal, which the agent itself never sees) succeeds in every rollout
     and a motionless one in none: per-rollout flags and the metrics built from them."""
@@ -206,6 +211,7 @@ def test_state_metrics_per_rollout():
     assert task.episode_groups(state) == {}  # one class: nothing to split by
 
 
+@pytest.mark.slow
 def test_seeding_reproduces_episodes_and_draws_every_task():
     task = cached_task("metaworld-reach")
 
@@ -225,6 +231,7 @@ def test_seeding_reproduces_episodes_and_draws_every_task():
     assert set(state["task"].tolist()) == set(range(50))
 
 
+@pytest.mark.slow
 def test_common_random_numbers_under_tiling():
     task = cached_task("metaworld-push")
     episodes, individuals = 3, 4
@@ -270,6 +277,7 @@ def test_options_are_validated():
         MetaWorldML1Task(env_name="reach-v2")
 
 
+@pytest.mark.slow
 def test_gymnasium_vector_env_truncates_after_every_rollout():
     env = gymnasium.make_vec("metods_evo/MetaWorldReach-v0", num_envs=2, rollouts=2, rollout_steps=5)
     assert env.single_action_space.shape == (4,) and env.single_observation_space.shape == (39,)
@@ -281,6 +289,7 @@ def test_gymnasium_vector_env_truncates_after_every_rollout():
             np.testing.assert_array_equal(obs, first)
 
 
+@pytest.mark.slow
 def test_pickles_with_its_options():
     """ES checkpoints pickle the task (inside evotorch's problem); it comes back with the same options."""
     task = cached_task("metaworld-push", split="test", sim_threads=2)

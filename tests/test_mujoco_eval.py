@@ -17,6 +17,7 @@ pytest.importorskip("mujoco", reason="the MuJoCo tasks need the mujoco extra")
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mujoco_eval.py"
 
 
+@pytest.mark.slow
 def test_tiny_run_reports_every_row():
     spec = importlib.util.spec_from_file_location("mujoco_eval", SCRIPT)
     module = importlib.util.module_from_spec(spec)

@@ -1,5 +1,6 @@
 """``es.starts``: independent searchers side by side, the best kept at ``es.select_at``, resumed exactly."""
 
+import pytest
 import torch
 
 from metods_evo.config import RunConfig, apply_overrides, generation_seed
@@ -30,6 +31,7 @@ def test_the_first_start_is_the_single_searcher_run_and_the_others_differ():
     assert all(not torch.equal(centers[0], c) for c in centers[1:])  # independent starts
 
 
+@pytest.mark.slow
 def test_the_selection_keeps_the_start_whose_center_scores_best():
     cfg = tiny_config()
     trainer = MultiStartES(cfg)
@@ -55,6 +57,7 @@ def test_env_steps_count_every_start():
     assert trainer.env_steps == sum(s.env_steps for s in trainer.searchers.values())
 
 
+@pytest.mark.slow
 def test_resume_mid_run_is_exact():
     a = MultiStartES(tiny_config())
     a.step()  # before the selection: every start's state is saved

@@ -81,6 +81,7 @@ def metrics(run) -> list[dict[str, str]]:
                 for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_a_registered_class_trains_resumes_and_evaluates(random_search, tmp_path):
     options = ["--task", "harlow", "--optimizer", "random-search", "--popsize", "6", "--set", "es.episodes=4",
                "--set", "eval_every=1", "--set", "checkpoint_every=1", "--set", "eval_episodes=8",

@@ -70,6 +70,7 @@ def forget_plugin() -> None:
     sys.modules.pop("my_tasks", None)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_evaluates_a_plugin_task_with_import(plugin):
     trained = cli("--import", "my_tasks", "train", "--task", "short-harlow", "--out", "run", *TINY)
     assert trained.exit_code == 0, trained.stderr

@@ -32,6 +32,7 @@ def _run_dirs() -> list[Path]:
     return sorted(p.parent for folder in REFERENCE for p in folder.rglob("config.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, metric, floor", [
     ("harlow-es-default", "return", 3.5),             # the Harlow defaults (`metods-evo train`); random play is 0
     ("harlow-a2c-default", "return", 3.5),
@@ -54,6 +55,7 @@ def test_reference_agent_scores_what_its_eval_json_says(name, metric, floor):
     assert agent.model.num_params == run.load_agent_state()["theta"].numel()
 
 
+@pytest.mark.slow
 @pytest.mark.mujoco
 def test_cheetah_dir_reference_earns_in_both_directions():
     """runs/cheetah-dir-snes: ~450 forward / ~630 backward on its final evaluation; standing still is 0."""

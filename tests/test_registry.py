@@ -33,6 +33,7 @@ def random_actions(task, batch: int, g: torch.Generator) -> torch.Tensor:
     return task.action_low + (task.action_high - task.action_low) * torch.rand(batch, task.action_dim, generator=g)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_id", task_params(sorted(TASKS)))
 def test_task_contract(task_id):
     task = build(task_id)
@@ -49,6 +50,7 @@ def test_task_contract(task_id):
     assert "return" in metrics and metrics["return"].shape == (7,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_id", task_params(sorted(TASKS)))
 def test_gymnasium_make_vec(task_id):
     spec = TASKS[task_id]
@@ -86,6 +88,7 @@ def test_gymnasium_separates_time_limits_from_terminal_states():
         assert not terminated.any() and truncated.all() == (step == 29)
 
 
+@pytest.mark.slow
 def test_import_is_light():
     """Importing the package and reading every task's options must not import an optional simulator."""
     code = ("import sys, metods_evo; from metods_evo.tasks import TASKS; [s.options() for s in TASKS.values()]; "

@@ -44,6 +44,7 @@ def positive(x):
     return math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_bandwidth_limit_is_the_best_copy(report):
     _, res = report
     bw = res["bandwidth"]

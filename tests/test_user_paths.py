@@ -25,6 +25,7 @@ def tiny(**overrides) -> RunConfig:
     return cfg
 
 
+@pytest.mark.slow
 def test_evotorch_logger_attached_through_on_start(tmp_path):
     """``train_agent(on_start=...)`` hands over the trainer before its first step: a PandasLogger on its searcher sees
     every generation, with the same mean fitness that metrics.csv records."""

@@ -74,6 +74,7 @@ BROKEN_CONFIGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BROKEN_CONFIGS)
 @pytest.mark.parametrize("extend", [[], ["--generations", "5"]], ids=["resume", "extend"])
 def test_resume_checks_the_config_against_the_run_before_writing(run, case, extend):
@@ -134,6 +135,7 @@ def test_the_memory_refusal_gives_both_figures(monkeypatch):
         make_config("harlow", "es", {"es.popsize": "8192"})
 
 
+@pytest.mark.slow
 def test_the_largest_seed_trains(tmp_path):
     result = cli("train", "--generations", "1", "--seed", str(2**63 - 1), "--out", tmp_path / "r", *TINY)
     assert result.exit_code == 0, result.stderr
@@ -173,6 +175,7 @@ def test_evaluate_seed_and_plot_are_checked_first_and_no_figure_is_written_unask
 
 
 # ---------------------------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_a_diverging_theta_stops_the_run_with_its_last_good_files(tmp_path, monkeypatch):
     real = metods_evo.train.make_trainer
 
@@ -206,6 +209,7 @@ def test_a_diverging_theta_stops_the_run_with_its_last_good_files(tmp_path, monk
     assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
     result = cli("train", "--generations", "1", "--out", tmp_path / "r", *TINY[:-1])  # progress on, stderr no TTY
     assert result.exit_code == 0 and "\r" not in result.stderr
@@ -263,6 +267,7 @@ def test_fuzz_set(key, kind):
         assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key, kind", FIELDS, ids=[key for key, _ in FIELDS])
 def test_fuzz_config_json(run, monkeypatch, key, kind):
     """Through a run's config.json, for evaluate and for train --resume: exit 0 or one error line, and the run's
