@@ -142,6 +142,10 @@ class ESConfig:
     select_at: int = 0
     """Generation at which the best of ``es.starts`` is kept and the others dropped (0: keep every start to the end,
     the run standing for the first)."""
+    start_episodes: str = "shared"
+    """Which episodes the ``es.starts`` searchers are scored on: 'shared' (every start the run's episodes of the
+    generation) or 'own' (each start its own stream; the first start's is the run's). Shared episodes tie the starts'
+    fates together: a run of unlucky episodes holds every start on the same plateau."""
     antithetic: str = "off"
     """Score every individual on antithetic pairs of episodes (``Task.mirror``: the same episode with the hidden task
     parameter reversed, e.g. Harlow's other object paying, the other direction): 'auto' where the task has such
@@ -511,6 +515,7 @@ CHOICES = {
     "es.algorithm": ("pgpe", "snes", "cem", "cmaes", "cmaes-full", "xnes"),
     "es.action_mode": ("greedy", "sample"),
     "es.ties": ("index", "random", "average"),
+    "es.start_episodes": ("shared", "own"),
     "es.antithetic": ("auto", "on", "late", "off"),
     "model.fused": ("auto", "any-size", "on", "off"),
     "a2c.lr_schedule": ("linear", "constant"),

@@ -58,3 +58,21 @@ def test_plan_runs_compares_only_the_declared_fields(kind):
     for name in config_fields(kind):
         new.model = replace(old.model, **{name: OTHER[name]})
         assert [k for k, _, _ in _differences(_relevant(old), _relevant(new))] == [f"model.{name}"]
+
+
+READ_IN_OUT = ("f_", "feedback_c", "g_", "policy_", "value_", "log_std")  # f, the read and g: not plasticity
+
+
+@pytest.mark.parametrize("options", [dict(write="linear"),
+                                     dict(write="mlp", write_hidden=3, w0="learnt", alpha="matrix"),
+                                     dict(write="hebbian", embed_hidden=4, readout_hidden=4, feedback="diagonal")])
+def test_metods_declares_exactly_its_plasticity_parameters(options):
+    """``model.plasticity`` (what hybrid.mode=split searches by ES) holds every entry of theta outside f, the read and
+    g: a parameter added to the model is either one or the other, never silently neither."""
+    task = make_task("harlow")
+    model = model_class("metods")(replace(ModelConfig(), **options), task.obs_dim, task.num_actions)
+    outside = {name for name in model.spec.names if not name.startswith(READ_IN_OUT)}
+    assert set(model.plasticity) == outside and {"alpha", "kappa", "beta"} <= outside
+    for kind in set(MODELS) - {"metods"}:
+        other = model_class(kind)(ModelConfig(kind=kind, **BASE), task.obs_dim, task.num_actions)
+        assert other.plasticity == ()

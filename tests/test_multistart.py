@@ -31,6 +31,18 @@ def test_the_first_start_is_the_single_searcher_run_and_the_others_differ():
     assert all(not torch.equal(centers[0], c) for c in centers[1:])  # independent starts
 
 
+def test_own_episodes_leave_the_first_start_as_it_is_and_give_the_others_their_own_stream():
+    shared, own = MultiStartES(tiny_config()), MultiStartES(tiny_config(**{"es.start_episodes": "own"}))
+    shared.step()
+    own.step()
+    assert torch.equal(shared.searchers[0].center(), own.searchers[0].center())
+    for k in (1, 2, 3):  # the same initial theta and samples, other episodes: another update
+        a, b = shared.searchers[k], own.searchers[k]
+        assert torch.equal(a.searcher.population.values, b.searcher.population.values)
+        assert not torch.equal(a.searcher.population.evals, b.searcher.population.evals)
+        assert b.problem.episode_seed != own.searchers[0].problem.episode_seed == a.problem.episode_seed
+
+
 @pytest.mark.slow
 def test_the_selection_keeps_the_start_whose_center_scores_best():
     cfg = tiny_config()

@@ -33,6 +33,7 @@ LOG_STD = 0.0
 class RandomPolicy:
     stochastic = True
     config_fields = ()
+    plasticity: tuple[str, ...] = ()  # no plastic weights: nothing of theta shapes within-episode plasticity
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):

@@ -53,8 +53,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from metods_evo.models.metods import _linear
-from metods_evo.models.params import ParamSpec
+from metods_evo.models.params import ParamSpec, linear
 
 if TYPE_CHECKING:  # annotations only: config imports the model registry
     from metods_evo.config import ModelConfig
@@ -67,6 +66,7 @@ class MAML:
     """Stateless MLP policy with within-episode gradient adaptation: weights in ``params``, memory in ``state``."""
 
     config_fields = ("hidden", "maml_adapt_steps", "maml_inner_steps", "maml_inner_lr", "maml_first_order")
+    plasticity: tuple[str, ...] = ()  # no plastic weights: nothing of theta shapes within-episode plasticity
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
@@ -176,7 +176,7 @@ class MAML:
             fast = {name: state[f"fast_{name}"] for name in ADAPTED}
             out = self.policy(fast, obs.unsqueeze(2))[0].squeeze(2)
         phase = hidden.new_full((*hidden.shape[:-1], 1), float(adapted))
-        value = _linear(torch.cat([hidden, phase], dim=-1), params["value_w"], params["value_b"])[..., 0]
+        value = linear(torch.cat([hidden, phase], dim=-1), params["value_w"], params["value_b"])[..., 0]
         return out, value, state
 
 
@@ -184,5 +184,5 @@ def _dense(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """An individual's linear map (``weight [P, out, in]``, x ``[P, E, in]``) or each agent's own one (``weight
     [P, E, out, in]``, x ``[P, E, T, in]``)."""
     if weight.dim() == 3:
-        return _linear(x, weight, bias)
+        return linear(x, weight, bias)
     return torch.matmul(x, weight.transpose(-1, -2)) + bias.unsqueeze(-2)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from metods_evo.models import fused
-from metods_evo.models.params import ParamSpec, action_input
+from metods_evo.models.params import ParamSpec, action_input, linear
 
 if TYPE_CHECKING:  # annotations only: config imports the model registry
     from metods_evo.config import ModelConfig
@@ -80,6 +80,9 @@ class MetODS:
         if action_dim:
             shapes |= {"log_std": (action_dim,)}
         self.spec = ParamSpec(tuple(shapes), tuple(shapes.values()))
+        # the entries of theta that shape the plastic dynamics (alpha, kappa, beta, W0, the write rule), not f or g
+        self.plasticity = tuple(name for name in shapes if name in ("alpha", "kappa", "beta", "w0")
+                                or name.startswith("write_"))
 
     @property
     def num_params(self) -> int:
@@ -176,8 +179,8 @@ class MetODS:
         parts = [obs, action_in, reward] + ([action_in * reward] if self.cfg.action_reward_inputs else [])
         x = torch.cat(parts, dim=-1)
         if "f_hidden_w" in params:
-            x = self.sigma(_linear(x, params["f_hidden_w"], params["f_hidden_b"]))
-        pre_activation = _linear(x, params["f_w"], params["f_b"])
+            x = self.sigma(linear(x, params["f_hidden_w"], params["f_hidden_b"]))
+        pre_activation = linear(x, params["f_w"], params["f_b"])
         if self.feeds_back:
             pre_activation = pre_activation + params["feedback_c"].unsqueeze(1) * feedback
         return self.sigma(pre_activation)
@@ -185,10 +188,10 @@ class MetODS:
     def write_vector(self, params: dict[str, Tensor], v: Tensor) -> Tensor:
         """u(v), the right-hand factor of the outer product of the write."""
         if self.cfg.write == "linear":
-            return _linear(v, params["write_l"], None)
+            return linear(v, params["write_l"], None)
         if self.cfg.write == "mlp":
-            hidden = torch.tanh(_linear(v, params["write_h_w"], params["write_h_b"]))
-            return _linear(hidden, params["write_o_w"], params["write_o_b"])
+            hidden = torch.tanh(linear(v, params["write_h_w"], params["write_h_b"]))
+            return linear(hidden, params["write_o_w"], params["write_o_b"])
         return v
 
     def plastic_step(self, params: dict[str, Tensor], w: Tensor, v0: Tensor,
@@ -262,9 +265,9 @@ class MetODS:
     def heads(self, params: dict[str, Tensor], v: Tensor) -> tuple[Tensor, Tensor]:
         """g: policy output (logits or Gaussian mean, ``[P, E, A]``) and value ``[P, E]``."""
         if "g_hidden_w" in params:  # model.readout_hidden: one shared hidden layer before both heads
-            v = self.sigma(_linear(v, params["g_hidden_w"], params["g_hidden_b"]))
-        value = _linear(v, params["value_w"], params["value_b"])[..., 0]
-        return _linear(v, params["policy_w"], params["policy_b"]), value
+            v = self.sigma(linear(v, params["g_hidden_w"], params["g_hidden_b"]))
+        value = linear(v, params["value_w"], params["value_b"])[..., 0]
+        return linear(v, params["policy_w"], params["policy_b"]), value
 
     def step(self, params: dict[str, Tensor], state: dict[str, Tensor], obs: Tensor, prev_action: Tensor,
              prev_reward: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -300,8 +303,3 @@ def matvec(w: Tensor, v: Tensor) -> Tensor:
         return (w * v.unsqueeze(-2)).sum(-1)
     return torch.matmul(w, v.unsqueeze(-1)).squeeze(-1)
 
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Per-individual linear map: x ``[P, E, in]``, weight ``[P, out, in]``, bias ``[P, out]``."""
-    y = torch.matmul(x, weight.transpose(-1, -2))
-    return y if bias is None else y + bias.unsqueeze(1)

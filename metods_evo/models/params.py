@@ -50,6 +50,12 @@ class ParamSpec:
         return torch.cat([params[n].reshape(first.shape[0], -1) for n in self.names], dim=-1)
 
 
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Per-individual linear map: x ``[P, E, in]``, weight ``[P, out, in]``, bias ``[P, out]``."""
+    y = torch.matmul(x, weight.transpose(-1, -2))
+    return y if bias is None else y + bias.unsqueeze(1)
+
+
 def action_input(prev_action: Tensor, num_actions: int, dtype: torch.dtype) -> Tensor:
     """The previous action as a model input: one-hot ``[..., A]`` for a discrete task (all zeros for -1, "none"),
     the float vector itself for a continuous one (``num_actions = 0``). One-hot by comparison with ``arange``:

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from metods_evo.models.metods import _linear
-from metods_evo.models.params import ParamSpec, action_input
+from metods_evo.models.params import ParamSpec, action_input, linear
 
 if TYPE_CHECKING:  # annotations only: config imports the model registry
     from metods_evo.config import ModelConfig
@@ -39,6 +38,7 @@ class RL2:
     """Stateless GRU policy: all weights come in as ``params`` (from ``spec.unflatten``), state in and out."""
 
     config_fields = ("hidden",)  # the ModelConfig fields it reads (besides kind)
+    plasticity: tuple[str, ...] = ()  # no plastic weights: nothing of theta shapes within-episode plasticity
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
@@ -87,8 +87,8 @@ class RL2:
 
     def gru(self, params: dict[str, Tensor], h: Tensor, x: Tensor) -> Tensor:
         """One GRU cell step (module docstring) for all agents: ``h [P, E, H]``, ``x [P, E, in]`` -> ``h_t``."""
-        gi = _linear(x, params["gru_ih_w"], params["gru_ih_b"])
-        gh = _linear(h, params["gru_hh_w"], params["gru_hh_b"])
+        gi = linear(x, params["gru_ih_w"], params["gru_ih_b"])
+        gh = linear(h, params["gru_hh_w"], params["gru_hh_b"])
         i_r, i_z, i_n = gi.chunk(3, dim=-1)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)
         r = torch.sigmoid(i_r + h_r)
@@ -100,5 +100,5 @@ class RL2:
              prev_reward: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One environment step for all P x E agents -> (policy output ``[P, E, A]``, value ``[P, E]``, state)."""
         h = self.gru(params, state["h"], self.inputs(obs, prev_action, prev_reward))
-        value = _linear(h, params["value_w"], params["value_b"])[..., 0]
-        return _linear(h, params["policy_w"], params["policy_b"]), value, {"h": h}
+        value = linear(h, params["value_w"], params["value_b"])[..., 0]
+        return linear(h, params["policy_w"], params["policy_b"]), value, {"h": h}

@@ -74,12 +74,14 @@ class MetODSProblem(Problem):
 
     def __init__(self, cfg: RunConfig, subset: torch.Tensor | None = None, seed: int | None = None):
         """``subset`` (indices into theta) searches only those entries; the rest come from ``self.base``. ``seed``
-        seeds the population samples (default: the run's seed)."""
+        seeds the population samples (default: the run's seed) and, with ``es.start_episodes=own``, the episodes."""
         self.run_cfg = cfg
         self.task = make_task(cfg.task, device=cfg.device, **cfg.task_options)
         self.model = build_model(cfg, self.task)
         self.round = 0  # the generation being scored: its episodes (synced to Ray actors); evaluate() advances it
         self.pending_env_steps = 0
+        own = cfg.es.start_episodes == "own" and seed is not None
+        self.episode_seed = seed if own else cfg.seed  # the stream of each generation's episodes
         self.subset = subset
         self.base: torch.Tensor | None = None  # the full theta that a subset search plugs its solutions into
         actors = cfg.es.num_actors or None
@@ -127,7 +129,7 @@ class MetODSProblem(Problem):
         if self.is_remote and torch.get_num_threads() != self.run_cfg.es.threads_per_actor:
             torch.set_num_threads(self.run_cfg.es.threads_per_actor)  # no oversubscription: actors x threads
         cfg = self.run_cfg
-        generator = torch.Generator(device=self.task.device).manual_seed(generation_seed(cfg.seed, self.round))
+        generator = torch.Generator(device=self.task.device).manual_seed(generation_seed(self.episode_seed, self.round))
         values = batch.values.to(self.task.device).as_subclass(torch.Tensor)  # drop evotorch's read-only type
         if self.subset is not None:
             full = self.base.to(values).expand(len(values), -1).clone()

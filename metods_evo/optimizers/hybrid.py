@@ -29,7 +29,6 @@ from metods_evo.optimizers.es import ESDeclaration, ESTrainer
 from metods_evo.optimizers.pg import PolicyGradientTrainer
 from metods_evo.optimizers.ppo import PPOTrainer
 
-PLASTICITY = ("alpha", "kappa", "beta", "w0", "write_l", "write_h_w", "write_h_b", "write_o_w", "write_o_b")
 ES_KEYS = ("es/fitness_mean", "es/fitness_best", "es/fitness_std", "es/sigma_mean")
 PG_KEYS = ("pg/policy_loss", "pg/value_loss", "pg/entropy", "pg/grad_norm", "pg/lr", "pg/approx_kl",
            "pg/clip_fraction", "pg/updates", "plastic/mean_abs_w", "plastic/w_at_bound")
@@ -37,10 +36,10 @@ GRADIENT = {"ppo": PPOTrainer, "a2c": A2CTrainer}
 
 
 def plasticity_mask(model) -> Tensor:
-    """Bool ``[D]``: True on the entries of theta that are plasticity meta-parameters."""
+    """Bool ``[D]``: True on the entries of theta that are plasticity meta-parameters (``model.plasticity``)."""
     mask = torch.zeros(model.num_params, dtype=torch.bool)
     for name, where in model.spec.offsets().items():
-        mask[where] = name in PLASTICITY
+        mask[where] = name in getattr(model, "plasticity", ())  # a plugin model may declare none
     return mask
 
 
@@ -81,7 +80,7 @@ class HybridTrainer(OptimizerDeclaration):
             self.pg = self.gradient_cls(cfg)
             self.mask = plasticity_mask(self.pg.model)
             if not self.mask.any():  # validate() rejects non-MetODS kinds; this guards a model built otherwise
-                raise ConfigError(f"hybrid.mode=split needs plasticity parameters ({', '.join(PLASTICITY)}); "
+                raise ConfigError("hybrid.mode=split needs plasticity parameters (alpha, kappa, beta, ...); "
                                   f"model.kind={cfg.model.kind} has none")
             self.pg.restrict_to(~self.mask)
             subset = self.mask.nonzero().squeeze(1)
