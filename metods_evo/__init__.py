@@ -8,12 +8,12 @@ from metods_evo.tasks import TASKS, make_task, register
 
 __version__ = "0.1.0"
 __all__ = ["TASKS", "Agent", "AgentState", "MetODSLayer", "TrainResult", "load_agent", "make_task", "register",
-           "register_optimizer", "train_agent", "__version__"]
+           "register_model", "register_optimizer", "train_agent", "__version__"]
 
 # name -> its module, imported on first access
 _LAZY = {"Agent": "metods_evo.agent", "AgentState": "metods_evo.agent", "load_agent": "metods_evo.agent",
          "MetODSLayer": "metods_evo.models.layer", "TrainResult": "metods_evo.api", "train_agent": "metods_evo.api",
-         "register_optimizer": "metods_evo.optimizers"}
+         "register_model": "metods_evo.models", "register_optimizer": "metods_evo.optimizers"}
 
 
 def __getattr__(name: str):

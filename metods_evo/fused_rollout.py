@@ -121,6 +121,8 @@ def should_use(model, params: dict[str, Tensor], task, num_episodes: int) -> boo
     """``rollout``'s dispatch, by ``model.cfg.fused`` as the fused step's: 'off' never; 'auto' where ``supported``
     and W (P x E x N x N) has at least ``fused.AUTO_MIN_ELEMENTS`` elements; 'any-size' wherever supported; all of
     them only where the kernel compiles ('on' raises where it does not)."""
+    if not isinstance(model, MetODS):  # other kinds (a plugin's included) have no model.cfg.fused or n
+        return False
     elements = params[model.spec.names[0]].shape[0] * num_episodes * model.cfg.n ** 2
     return fused.mode_allows(model, lambda: supported(model, params, task, num_episodes), elements, _load,
                              "rollout kernel")
