@@ -32,10 +32,39 @@ def generation_seed(seed: int, generation: int, stream: int = 0) -> int:
 
 
 @dataclass
+class RL2Config:
+    """RL² (``model.kind=rl2``): a GRU over the same inputs as MetODS, its hidden state the memory."""
+
+    hidden: int = 64
+    """GRU units."""
+
+
+@dataclass
+class MAMLConfig:
+    """MAML (``model.kind=maml``): an MLP policy adapted within each episode by REINFORCE steps on its first
+    transitions."""
+
+    hidden: int = 64
+    """Width of each of the MLP policy's two hidden layers."""
+    adapt_steps: int = 2
+    """K. Steps 0..K-1 of each episode are played with the meta-learnt initialization, then every agent adapts on its
+    own K transitions and plays the rest with its adapted weights. Task-specific: 2 is one Harlow trial played at full
+    speed (its first reward lands at step 1); longer tasks want more (maze ~50). A K past the episode's end never
+    adapts (a plain MLP policy)."""
+    inner_steps: int = 1
+    """REINFORCE steps of the inner loop, all on the same K transitions."""
+    inner_lr: float = 0.1
+    """Step size of the inner steps, on the per-step mean of log pi(a_t|s_t) * (reward-to-go within K)."""
+    first_order: bool = False
+    """Drop the second-order terms (FOMAML) when the outer loop differentiates through the inner step; ES never
+    differentiates, so this only matters for a2c / ppo / hybrid."""
+
+
+@dataclass
 class ModelConfig:
     kind: str = "metods"
-    """Which registered model (``metods_evo.models.MODELS``): metods | rl2 | maml | random. The fields below
-    marked with a model's name apply to that model only; the rest configure MetODS."""
+    """Which registered model (``metods_evo.models.MODELS``): metods | rl2 | maml | random. ``model.rl2.*`` and
+    ``model.maml.*`` configure those baselines; the other fields configure MetODS."""
     n: int = 20
     """Number of neurons in the plastic layer (W is n x n)."""
     depth: int = 3
@@ -81,20 +110,10 @@ class ModelConfig:
     compile); 'on' wherever supported (an error if it cannot compile); 'off' always the eager step. The hebbian and
     linear writes (the mlp write always takes the eager step). It agrees with the eager step to float32 rounding,
     not bitwise; the choice depends on shapes only, so a run (and its resume) always takes the same path."""
-    hidden: int = 64
-    """rl2: GRU units; maml: width of each of the MLP policy's two hidden layers."""
-    maml_adapt_steps: int = 2
-    """maml: K. Steps 0..K-1 of each episode are played with the meta-learnt initialization, then every agent
-    adapts on its own K transitions and plays the rest with its adapted weights. Task-specific: 2 is one Harlow
-    trial played at full speed (its first reward lands at step 1); longer tasks want more (maze ~50). A K past
-    the episode's end never adapts (a plain MLP policy)."""
-    maml_inner_steps: int = 1
-    """maml: REINFORCE steps of the inner loop, all on the same K transitions."""
-    maml_inner_lr: float = 0.1
-    """maml: step size of the inner steps, on the per-step mean of log pi(a_t|s_t) * (reward-to-go within K)."""
-    maml_first_order: bool = False
-    """maml: drop the second-order terms (FOMAML) when the outer loop differentiates through the inner step;
-    ES never differentiates, so this only matters for a2c / ppo / hybrid."""
+    rl2: RL2Config = field(default_factory=RL2Config)
+    """The RL² baseline's settings (``model.kind=rl2``)."""
+    maml: MAMLConfig = field(default_factory=MAMLConfig)
+    """The MAML baseline's settings (``model.kind=maml``)."""
 
 
 @dataclass
@@ -279,14 +298,8 @@ class RunConfig:
         missing = [key for key in REQUIRED_KEYS if key not in data]
         if missing:
             raise ConfigError(f"missing {' and '.join(missing)}")
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in SECTIONS:
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{key} must be a JSON object, got {_json_type(value)}")
-                values[key] = SECTIONS[key](**{name: _typed(f"{key}.{name}", v) for name, v in value.items()})
-            else:
-                values[key] = _typed(key, value)
+        values = {key: _section_from_dict(key, SECTIONS[key], value) if key in SECTIONS else _typed(key, value)
+                  for key, value in data.items()}
         return cls(**values)
 
     def action_mode(self) -> str:
@@ -364,9 +377,49 @@ EVAL_CHUNK = 1024  # episodes an evaluation plays at once: its memory stays boun
 MAX_THREADS = 1024  # threads, actors: past any machine's core count, and far below what overflows torch's int32
 
 
+MOVED = {"model.hidden": "model.rl2.hidden (rl2) or model.maml.hidden (maml)",
+         **{f"model.maml_{name}": f"model.maml.{name}" for name in ("adapt_steps", "inner_steps", "inner_lr",
+                                                                     "first_order")}}
+"""Keys that became others: named in the error, never silently read."""
+
+
+@functools.cache
+def _subsections(kind: type) -> dict[str, type]:
+    """The fields of the dataclass ``kind`` that are configs of their own (``model.rl2``): name -> dataclass."""
+    types = _field_types(kind)
+    return {f.name: types[f.name] for f in dataclasses.fields(kind) if dataclasses.is_dataclass(types[f.name])}
+
+
+@functools.cache
+def all_sections() -> dict[str, type]:
+    """Every section by its key prefix, nested ones included: ``model``, ``model.rl2``, ``model.maml``, ``es`` ..."""
+    def walk(prefix: str, kind: type) -> dict[str, type]:
+        out = {prefix: kind}
+        for name, sub in _subsections(kind).items():
+            out |= walk(f"{prefix}.{name}", sub)
+        return out
+
+    return {key: kind for section, kind in SECTIONS.items() for key, kind in walk(section, kind).items()}
+
+
+def _section_from_dict(section: str, kind: type, data: Any) -> Any:
+    """The dataclass ``kind`` of ``section`` from its JSON object, nested sections included, every value typed."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{section} must be a JSON object, got {_json_type(data)}")
+    subsections = _subsections(kind)
+    return kind(**{name: _section_from_dict(f"{section}.{name}", subsections[name], value) if name in subsections
+                   else _typed(f"{section}.{name}", value) for name, value in data.items()})
+
+
+def section_of(cfg: RunConfig, section: str) -> Any:
+    """The config object of ``section`` (``model.maml`` -> ``cfg.model.maml``)."""
+    return functools.reduce(getattr, section.split("."), cfg)
+
+
 def config_keys(task_options: dict[str, Any] | None = None) -> list[str]:
     """Every key of a config: ``section.field``, the run fields, and ``task.OPTION`` for ``task_options``."""
-    keys = [f"{section}.{f.name}" for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)]
+    keys = [f"{section}.{f.name}" for section, kind in all_sections().items() for f in dataclasses.fields(kind)
+            if f.name not in _subsections(kind)]
     keys += [f.name for f in dataclasses.fields(RunConfig) if f.name not in (*SECTIONS, "task_options")]
     return keys + [f"task.{name}" for name in task_options or {}]
 
@@ -402,8 +455,11 @@ def _coerce(value: str, default: Any, key: str) -> Any:
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, str], task_options: dict[str, Any]) -> RunConfig:
     """Apply ``{"model.n": "20", "task.size": "10", "seed": "3"}``; ``task_options`` maps valid option -> default."""
+    sections = all_sections()
     for key, value in overrides.items():
         section, _, name = key.rpartition(".")
+        if key in MOVED:
+            raise ConfigError(f"unknown key --set {key}: it is now {MOVED[key]}")
         if section == "task":
             if name not in task_options:
                 raise ConfigError(f"unknown key --set {key}: task {cfg.task!r} options are "
@@ -411,9 +467,9 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str], task_options: dic
                                   f"{_did_you_mean(key, [f'task.{o}' for o in task_options])}")
             cfg.task_options[name] = _coerce(value, task_options[name], key)
             continue
-        target = cfg if section == "" else getattr(cfg, section, None) if section in SECTIONS else None
+        target = cfg if section == "" else section_of(cfg, section) if section in sections else None
         fields = {f.name for f in dataclasses.fields(target)} if target is not None else set()
-        nested = (*SECTIONS, "task_options", "task")
+        nested = (*SECTIONS, "task_options", "task", *(_subsections(type(target)) if target is not None else ()))
         if target is None or name not in fields or name in nested:
             hint = _did_you_mean(key, [k for k in config_keys(task_options) if k != "task"])
             if hint and key != "task":
@@ -468,7 +524,12 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
 def _typed(key: str, value: Any) -> Any:
     """``value`` of ``key`` in a config.json (``section.name`` or a run field), its type checked."""
     section, _, name = key.rpartition(".")
-    types = _field_types(SECTIONS[section] if section else RunConfig)
+    if key in MOVED:
+        raise ConfigError(f"unknown key {key}: it is now {MOVED[key]}")
+    sections = all_sections()
+    if section and section not in sections:
+        raise ConfigError(f"unknown key {key}{_did_you_mean(key, config_keys())}")
+    types = _field_types(sections[section] if section else RunConfig)
     if name not in types or (not section and name in SECTIONS):
         raise ConfigError(f"unknown key {key}{_did_you_mean(key, config_keys())}")
     return _check_type(key, value, types[name])
@@ -477,8 +538,8 @@ def _typed(key: str, value: Any) -> Any:
 def _sections(cfg: RunConfig):
     """(prefix, object, dataclass) of the run fields and of every section."""
     yield "", cfg, RunConfig
-    for section, kind in SECTIONS.items():
-        yield f"{section}.", getattr(cfg, section), kind
+    for section, kind in all_sections().items():
+        yield f"{section}.", section_of(cfg, section), kind
 
 
 def _check_types(cfg: RunConfig) -> None:
@@ -487,7 +548,7 @@ def _check_types(cfg: RunConfig) -> None:
             raise ConfigError(f"{prefix.rstrip('.')} must be a {kind.__name__}, got {_shown(obj)}")
         types = _field_types(kind)
         for f in dataclasses.fields(kind):
-            if not (kind is RunConfig and f.name in SECTIONS):
+            if not (kind is RunConfig and f.name in SECTIONS) and f.name not in _subsections(kind):
                 _check_type(prefix + f.name, getattr(obj, f.name), types[f.name])
 
 
@@ -531,8 +592,8 @@ _PG_RANGES = {"episodes": ">= 1", "lr": "> 0", "adam_eps": "> 0", "gamma": "[0, 
 RANGES = {
     "model.n": ">= 1", "model.depth": ">= 1", "model.write_hidden": ">= 1", "model.w0_std": ">= 0",
     "model.plastic_bound": ">= 0", "model.embed_hidden": ">= 0", "model.readout_hidden": ">= 0",
-    "model.hidden": ">= 1", "model.maml_adapt_steps": ">= 1", "model.maml_inner_steps": ">= 1",
-    "model.maml_inner_lr": ">= 0",
+    "model.rl2.hidden": ">= 1", "model.maml.hidden": ">= 1", "model.maml.adapt_steps": ">= 1",
+    "model.maml.inner_steps": ">= 1", "model.maml.inner_lr": ">= 0",
     "es.popsize": ">= 2", "es.episodes": ">= 1", "es.late_episodes": ">= 0", "es.late_from": ">= 0",
     "es.late_sigma": ">= 0",
     "es.sigma_init": "> 0", "es.center_lr": ">= 0", "es.max_speed": ">= 0", "es.stdev_lr": ">= 0",
@@ -572,8 +633,8 @@ def check_values(cfg: RunConfig) -> None:
         if isinstance(value, float) and abs(value) > FLOAT32_MAX:  # theta and the model state are float32
             raise ConfigError(f"{key}={value} is beyond float32's range (+-3.4e38)")
     for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        section, _, name = key.rpartition(".")
+        value = getattr(section_of(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     values = numeric_fields(cfg)
@@ -664,7 +725,7 @@ def _state_floats(cfg: RunConfig, model) -> int:
     if m.kind == "metods":
         return m.n * m.n + (m.depth * m.n if m.write_pre == "previous" else 0) + m.n
     if m.kind == "rl2":
-        return 4 * m.hidden
+        return 4 * m.rl2.hidden
     return model.num_params
 
 

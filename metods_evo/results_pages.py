@@ -445,7 +445,8 @@ def render_configuration() -> str:
              "defaults below, then the presets of the task and of (task, optimizer) (the tables at the end), then "
              "your `--set key=value` flags (and the CLI's own flags, e.g. `--popsize`). `task.OPTION=value` sets "
              "the task's options ([tasks](tasks.md)).", ""]
-    sections = [("run", "", config.RunConfig)] + [(name, f"{name}.", kind) for name, kind in config.SECTIONS.items()]
+    sections = [("run", "", config.RunConfig)]
+    sections += [(name, f"{name}.", kind) for name, kind in config.all_sections().items()]
     for title, prefix, kind in sections:
         docs = _attribute_docs(kind)
         lines += [f"## {title}" if prefix else "## run (top-level keys)", ""]
@@ -454,6 +455,9 @@ def render_configuration() -> str:
         lines += ["| key | default | meaning |", "|---|---|---|"]
         for spec in dataclasses.fields(kind):
             if prefix == "" and (spec.name in config.SECTIONS or spec.name == "task_options"):
+                continue
+            if dataclasses.is_dataclass(spec.default_factory if spec.default_factory is not dataclasses.MISSING
+                                        else None):  # a nested section (model.rl2): its own table
                 continue
             lines.append(f"| `{prefix}{spec.name}` | {_cell(_default(spec))} | {_cell(docs.get(spec.name, ''))} |")
         lines.append("")

@@ -12,7 +12,7 @@ from helpers import cli, refused
 
 import metods_evo
 from metods_evo.agent import Agent
-from metods_evo.config import ModelConfig, PGConfig, make_config
+from metods_evo.config import ModelConfig, PGConfig, RL2Config, make_config
 from metods_evo.models.baselines import LOG_STD, RandomPolicy
 from metods_evo.models.rl2 import RL2, UPDATE_GATE_BIAS
 from metods_evo.optimizers.pg import actor_critic_loss, gae
@@ -44,7 +44,7 @@ def push_task():
 
 
 def rl2(obs_dim=5, num_actions=3, action_dim=0, hidden=6):
-    return RL2(ModelConfig(kind="rl2", hidden=hidden), obs_dim, num_actions, action_dim)
+    return RL2(ModelConfig(kind="rl2", rl2=RL2Config(hidden=hidden)), obs_dim, num_actions, action_dim)
 
 
 def random_theta(model, pop: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -280,7 +280,7 @@ def test_random_policy_continuous_is_a_clipped_gaussian(push_task):
 
 
 # ---------------------------------------------------------------------------------------------- command line
-TINY = ["--set", "model.hidden=8", "--set", "eval_episodes=8", "--set", "final_eval_episodes=20",
+TINY = ["--set", "model.rl2.hidden=8", "--set", "eval_episodes=8", "--set", "final_eval_episodes=20",
         "--set", "eval_every=2", "--set", "a2c.episodes=8", "--set", "ppo.episodes=8", "--set", "ppo.minibatches=2",
         "--set", "ppo.epochs=2", "--set", "es.popsize=8", "--set", "es.episodes=2", "--no-progress"]
 
@@ -313,7 +313,8 @@ def test_cli_train_evaluate_load_agent(tmp_path, monkeypatch, kind, optimizer):
 
 @pytest.mark.parametrize("sets,message", [
     (["--optimizer", "hybrid", "--set", "hybrid.mode=split", "--set", "model.kind=rl2"], "hybrid.mode=split"),
-    (["--set", "model.kind=rl2", "--set", "model.hidden=0"], "model.hidden must be >= 1"),
+    (["--set", "model.kind=rl2", "--set", "model.rl2.hidden=0"], "model.rl2.hidden must be >= 1"),
+    (["--set", "model.kind=rl2", "--set", "model.hidden=8"], "model.hidden: it is now model.rl2.hidden"),
 ])
 def test_cli_rejects_what_rl2_cannot_do(tmp_path, sets, message):
     result = cli("train", "--out", str(tmp_path / "r"), *TINY, *sets)
@@ -327,7 +328,7 @@ def test_rl2_ppo_learns_to_remember_the_paying_arm(bandit_task):
     """Chance is 0 and a perfect agent earns 9 (the first pull is a guess): the GRU must keep which arm paid.
     40 PPO updates of 64 episodes take a few seconds; seeds 0-5 all reach a greedy return of ~9 (seed 0: 9.0
     greedy, 7.8 sampled)."""
-    cfg = make_config(bandit_task, "ppo", {"model.kind": "rl2", "model.hidden": "16", "ppo.episodes": "64",
+    cfg = make_config(bandit_task, "ppo", {"model.kind": "rl2", "model.rl2.hidden": "16", "ppo.episodes": "64",
                                            "generations": "40"})
     trainer = make_trainer(cfg)
     for _ in range(40):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from helpers import cli
 
 import metods_evo
-from metods_evo.config import ConfigError, ModelConfig, make_config
+from metods_evo.config import ConfigError, MAMLConfig, ModelConfig, make_config
 from metods_evo.models.maml import ADAPTED, MAML
 from metods_evo.rollout import replay, rollout
 from metods_evo.tasks import TASKS, make_task, register
@@ -20,8 +21,9 @@ from metods_evo.train import make_trainer
 
 
 def make(obs_dim=3, num_actions=2, action_dim=0, **cfg) -> MAML:
-    cfg = {"hidden": 4, "maml_adapt_steps": 3, "maml_inner_lr": 0.5} | cfg
-    return MAML(ModelConfig(kind="maml", **cfg), obs_dim, num_actions, action_dim)
+    """A MAML with ``model.maml`` settings ``cfg`` over small defaults."""
+    cfg = {"hidden": 4, "adapt_steps": 3, "inner_lr": 0.5} | cfg
+    return MAML(ModelConfig(kind="maml", maml=MAMLConfig(**cfg)), obs_dim, num_actions, action_dim)
 
 
 def random_theta(model: MAML, pop: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -129,7 +131,7 @@ def test_state_resets_at_episode_start():
 
 @pytest.mark.parametrize("continuous", [False, True], ids=["discrete", "continuous"])
 def test_population_batch_equals_each_agent_alone(continuous):
-    model = make(num_actions=0 if continuous else 3, action_dim=1 if continuous else 0, maml_inner_steps=2)
+    model = make(num_actions=0 if continuous else 3, action_dim=1 if continuous else 0, inner_steps=2)
     pop, agents = 3, 4
     theta = random_theta(model, pop)
     inputs = random_inputs(model, 6, pop, agents)
@@ -148,8 +150,8 @@ def test_population_batch_equals_each_agent_alone(continuous):
 def test_inner_steps_are_hand_computed_reinforce_steps(continuous, inner_steps):
     """theta_{i+1} = theta_i + lr * (1/K) sum_{t<K} grad log pi(a_t|s_t) G_t with G_t the reward-to-go in the window,
     per agent; before step K the policy is theta_0's, from step K on the adapted weights'."""
-    model = make(num_actions=0 if continuous else 2, action_dim=2 if continuous else 0, maml_inner_steps=inner_steps)
-    k, lr, pop, agents = model.adapt_steps, model.cfg.maml_inner_lr, 2, 3
+    model = make(num_actions=0 if continuous else 2, action_dim=2 if continuous else 0, inner_steps=inner_steps)
+    k, lr, pop, agents = model.adapt_steps, model.cfg.maml.inner_lr, 2, 3
     params = model.spec.unflatten(random_theta(model, pop))
     obs, actions, rewards = random_inputs(model, k + 2, pop, agents)
     with torch.no_grad():
@@ -202,7 +204,7 @@ def test_second_order_outer_gradient_matches_finite_differences():
     """d(loss)/d(theta_0) through the inner step (full MAML) against central differences in float64; the first-order
     variant drops exactly the terms through the inner step: equal on the pre-adaptation steps, different after."""
     harlow = make_task("harlow")
-    model = make(obs_dim=harlow.obs_dim, num_actions=harlow.num_actions, maml_adapt_steps=4)
+    model = make(obs_dim=harlow.obs_dim, num_actions=harlow.num_actions, adapt_steps=4)
     task, theta, result, state0 = recorded(model)
     obs, actions, rewards = result.inputs["obs"].double(), result.inputs["actions"], result.rewards.double()
     assert (result.lengths > model.adapt_steps + 2).all() and rewards[:model.adapt_steps].abs().sum() > 0
@@ -222,7 +224,7 @@ def test_second_order_outer_gradient_matches_finite_differences():
         with torch.no_grad():
             fd = (loss_of(theta + e) - loss_of(theta - e)) / (2 * h)
         assert math.isclose(float(grad[i]), float(fd), rel_tol=1e-5, abs_tol=1e-8), (i, float(grad[i]), float(fd))
-    first = MAML(ModelConfig(**(vars(model.cfg) | {"maml_first_order": True})), model.obs_dim, model.num_actions)
+    first = MAML(replace(model.cfg, maml=replace(model.cfg.maml, first_order=True)), model.obs_dim, model.num_actions)
     k = model.adapt_steps
     for steps, same in ((slice(0, k), True), (slice(k, None), False)):
         (second_order,) = torch.autograd.grad(loss_of(th, model, steps), th)
@@ -257,7 +259,7 @@ def test_no_grad_rollout_equals_autograd_rollout_and_keeps_no_graph(continuous, 
     replay: the same episodes and log-probs, and the no-grad path keeps no graph in its state."""
     task = make_task(request.getfixturevalue("hidden_push") if continuous else "harlow")
     model = make(obs_dim=task.obs_dim, num_actions=task.num_actions, action_dim=task.action_dim, hidden=8,
-                 maml_adapt_steps=2)
+                 adapt_steps=2)
     theta = random_theta(model, 1, 3, torch.float32)[0]
     if continuous:  # wide exploration noise, so that some actions are clipped
         theta[model.spec.offsets()["log_std"]] = 0.5
@@ -295,7 +297,7 @@ def hidden_arm():
 def test_meta_training_learns_an_initialization_that_adapts(hidden_arm, optimizer, updates, floor):
     """Second-order MAML by PPO, and ES, meta-train an initialization whose one inner step finds the paying arm
     (observed: ~7.5 for PPO and 5.7-7.7 for ES over seeds 0-2; chance 0, best 8)."""
-    sets = {"model.kind": "maml", "model.hidden": "16", "generations": str(updates), "ppo.episodes": "64",
+    sets = {"model.kind": "maml", "model.maml.hidden": "16", "generations": str(updates), "ppo.episodes": "64",
             "es.algorithm": "snes", "es.popsize": "64", "es.episodes": "16"}
     trainer = make_trainer(make_config(hidden_arm, optimizer, sets))
     for _ in range(updates):
@@ -309,12 +311,14 @@ def test_meta_training_learns_an_initialization_that_adapts(hidden_arm, optimize
 
 # ---------------------------------------------------------------------------------------------- config and CLI
 def test_bad_maml_settings_are_config_errors():
-    for key, value in (("maml_adapt_steps", "0"), ("maml_inner_steps", "0"), ("maml_inner_lr", "-1")):
-        with pytest.raises(ConfigError, match=key):
-            make_config("harlow", "es", {"model.kind": "maml", f"model.{key}": value})
+    for key, value in (("adapt_steps", "0"), ("inner_steps", "0"), ("inner_lr", "-1")):
+        with pytest.raises(ConfigError, match=f"model.maml.{key}"):
+            make_config("harlow", "es", {"model.kind": "maml", f"model.maml.{key}": value})
+    with pytest.raises(ConfigError, match="model.maml_adapt_steps: it is now model.maml.adapt_steps"):
+        make_config("harlow", "es", {"model.kind": "maml", "model.maml_adapt_steps": "3"})
 
 
-TINY = ["--set", "model.kind=maml", "--set", "model.hidden=8", "--set", "eval_episodes=8",
+TINY = ["--set", "model.kind=maml", "--set", "model.maml.hidden=8", "--set", "eval_episodes=8",
         "--set", "final_eval_episodes=20", "--set", "eval_every=2", "--set", "es.popsize=8", "--set", "es.episodes=2",
         "--set", "ppo.episodes=8", "--set", "ppo.minibatches=2", "--set", "ppo.epochs=2", "--no-progress"]
 

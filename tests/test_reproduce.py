@@ -23,7 +23,7 @@ TWO_ARMS = Experiment(
              Column("cum. reward 10×10", "10x10", "return")),
     paper={"metods-g0.8": ("96.6 %", "86.5 ± 46.8", "34.9 ± 34.9")},
     budgets={"random": NO_TRAINING},
-    quick={"ppo.episodes": "8", "model.n": "8", "model.hidden": "8"},
+    quick={"ppo.episodes": "8", "model.n": "8", "model.rl2.hidden": "8", "model.maml.hidden": "8"},
 )
 
 

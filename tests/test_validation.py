@@ -18,7 +18,7 @@ from helpers import cli, refused
 import metods_evo
 import metods_evo.train
 from metods_evo import config
-from metods_evo.config import RANGES, SECTIONS, ConfigError, RunConfig, in_range, make_config, numeric_fields
+from metods_evo.config import RANGES, ConfigError, RunConfig, all_sections, in_range, make_config, numeric_fields
 
 TINY = ["--set", "es.popsize=8", "--set", "es.episodes=2", "--set", "model.n=6", "--set", "eval_episodes=8",
         "--set", "final_eval_episodes=8", "--no-progress"]
@@ -227,7 +227,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- fuzz
 def _numeric_keys() -> list[tuple[str, type]]:
     keys = []
-    for prefix, kind in [("", RunConfig), *((f"{name}.", kind) for name, kind in SECTIONS.items())]:
+    for prefix, kind in [("", RunConfig), *((f"{name}.", kind) for name, kind in all_sections().items())]:
         types = typing.get_type_hints(kind)
         keys += [(prefix + f.name, types[f.name]) for f in dataclasses.fields(kind) if types[f.name] in (int, float)]
     return keys
@@ -281,7 +281,10 @@ def test_fuzz_config_json(run, monkeypatch, key, kind):
     section, _, name = key.rpartition(".")
     for _, value in fuzz_values(kind):
         data = json.loads(json.dumps(original))
-        (data[section] if section else data)[name] = value
+        target = data
+        for part in section.split(".") if section else ():  # model.maml.hidden: data["model"]["maml"]["hidden"]
+            target = target[part]
+        target[name] = value
         (run / "config.json").write_text(json.dumps(data))
         before = files(run)
         for args in (["evaluate", run, "--episodes", "1", "--seed", "0"], ["train", "--resume", run]):

@@ -89,11 +89,8 @@ STEP_OPTIONS: dict[str, tuple | None] = {
     "readout_hidden": ANY,
     "action_reward_inputs": ANY,
     "fused": ANY,  # the dispatch mode itself (``should_fuse``)
-    "hidden": ANY,  # rl2 / maml only
-    "maml_adapt_steps": ANY,
-    "maml_inner_steps": ANY,
-    "maml_inner_lr": ANY,
-    "maml_first_order": ANY,
+    "rl2": ANY,  # the baselines' own settings
+    "maml": ANY,
 }
 """The allow-list of the ``ModelConfig`` the fused step computes: field -> the values it implements (``ANY``: all).
 A field missing here is taken only at its default, so a new model option keeps the eager step until it is listed."""

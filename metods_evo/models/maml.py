@@ -3,15 +3,15 @@ first K steps of its own episode, its initialization meta-trained. Functional an
 
 The variant, and why:
 
-* **Policy.** Two tanh hidden layers of ``cfg.hidden`` units on the observation alone (as in MAML, the
+* **Policy.** Two tanh hidden layers of ``cfg.maml.hidden`` units on the observation alone (as in MAML, the
   policy gets no previous action or reward: its only memory is the gradient step), then logits (discrete)
   or the mean of a diagonal Gaussian with a state-independent ``log_std`` (continuous, init -0.5).
-* **When.** Steps 0..K-1 (K = ``cfg.maml_adapt_steps``, counted in environment steps) are played with the
-  meta-initialization theta_0. At step K each agent takes ``cfg.maml_inner_steps`` REINFORCE steps on its
+* **When.** Steps 0..K-1 (K = ``cfg.maml.adapt_steps``, counted in environment steps) are played with the
+  meta-initialization theta_0. At step K each agent takes ``cfg.maml.inner_steps`` REINFORCE steps on its
   own K transitions and plays the rest of its episode with the adapted weights theta_n:
 
       theta_{i+1} = theta_i + lr * grad_theta (1/K) sum_{t<K} log pi_theta(a_t | s_t) G_t,
-      G_t = sum_{t <= t' < K} r_t'   (undiscounted reward-to-go inside the window), lr = cfg.maml_inner_lr.
+      G_t = sum_{t <= t' < K} r_t'   (undiscounted reward-to-go inside the window), lr = cfg.maml.inner_lr.
 
   Undiscounted because the window is short and the step must weigh a late reward (Harlow's choice) fully.
   No baseline: MAML-RL's baseline is fitted on several trajectories of one task, and each agent has a single
@@ -26,7 +26,7 @@ The variant, and why:
   A K beyond the episode never adapts: that is the "plain MLP" ablation.
 * **Second order.** When the caller differentiates (A2C's rollout, PPO's replay: grad mode on and theta
   requiring grad), the inner gradient is taken with ``create_graph=True`` and the outer gradient flows
-  through it (full MAML); ``cfg.maml_first_order`` detaches it (FOMAML: d theta_n / d theta_0 = I). Under
+  through it (full MAML); ``cfg.maml.first_order`` detaches it (FOMAML: d theta_n / d theta_0 = I). Under
   ``torch.no_grad`` (ES, PPO's acting rollout, ``load_agent``) the inner gradient is computed inside
   ``torch.enable_grad`` on detached copies and its result detached again, so nothing leaks out.
   ``bptt_truncate`` cuts the state, adapted weights included, like any model state.
@@ -65,17 +65,17 @@ ADAPTED = ("hidden1_w", "hidden1_b", "hidden2_w", "hidden2_b", "policy_w", "poli
 class MAML:
     """Stateless MLP policy with within-episode gradient adaptation: weights in ``params``, memory in ``state``."""
 
-    config_fields = ("hidden", "maml_adapt_steps", "maml_inner_steps", "maml_inner_lr", "maml_first_order")
+    config_fields = ("maml",)
     plasticity: tuple[str, ...] = ()  # no plastic weights: nothing of theta shapes within-episode plasticity
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
             raise ValueError("give exactly one of num_actions (discrete) or action_dim (continuous)")
-        if cfg.maml_adapt_steps < 1 or cfg.maml_inner_steps < 1:
-            raise ValueError("maml_adapt_steps and maml_inner_steps must be >= 1")
+        if cfg.maml.adapt_steps < 1 or cfg.maml.inner_steps < 1:
+            raise ValueError("model.maml.adapt_steps and model.maml.inner_steps must be >= 1")
         self.cfg, self.obs_dim, self.num_actions, self.action_dim = cfg, obs_dim, num_actions, action_dim
-        self.adapt_steps = cfg.maml_adapt_steps
-        h, out = cfg.hidden, num_actions or action_dim
+        self.adapt_steps = cfg.maml.adapt_steps
+        h, out = cfg.maml.hidden, num_actions or action_dim
         shapes: dict[str, tuple[int, ...]] = {
             "hidden1_w": (h, obs_dim), "hidden1_b": (h,), "hidden2_w": (h, h), "hidden2_b": (h,),
             "policy_w": (out, h), "policy_b": (out,), "value_w": (1, h + 1), "value_b": (1,),
@@ -130,13 +130,13 @@ class MAML:
         return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def adapt(self, params: dict[str, Tensor], obs: Tensor, actions: Tensor, rewards: Tensor) -> dict[str, Tensor]:
-        """The inner loop: each agent's weights after ``maml_inner_steps`` REINFORCE steps on its own transitions
+        """The inner loop: each agent's weights after ``model.maml.inner_steps`` REINFORCE steps on its own transitions
         (``obs [P, E, K, obs]``, ``actions [P, E, K(, A)]``, ``rewards [P, E, K]``) -> ``{name: [P, E, *shape]}``.
 
         Agents' weights are independent copies, so the gradient of the summed objective is every agent's own
         gradient, all in one ``autograd.grad`` call."""
         outer = torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
-        create_graph = outer and not self.cfg.maml_first_order
+        create_graph = outer and not self.cfg.maml.first_order
         pop, agents = obs.shape[:2]
         fast = {n: params[n].unsqueeze(1).expand(pop, agents, *params[n].shape[1:]) for n in ADAPTED}
         log_std = params.get("log_std")
@@ -144,14 +144,14 @@ class MAML:
             fast = {n: w.detach() for n, w in fast.items()}
             log_std = None if log_std is None else log_std.detach()
         returns = rewards.flip(-1).cumsum(-1).flip(-1)
-        for _ in range(self.cfg.maml_inner_steps):
+        for _ in range(self.cfg.maml.inner_steps):
             with torch.enable_grad():  # ES calls us under no_grad: the inner loop needs a gradient regardless
                 if not outer:
                     fast = {n: w.detach().requires_grad_() for n, w in fast.items()}
                 out, _ = self.policy(fast, obs)
                 objective = (self.log_prob(out, actions, log_std) * returns).mean(-1).sum()
                 grads = torch.autograd.grad(objective, tuple(fast.values()), create_graph=create_graph)
-            fast = {n: w + self.cfg.maml_inner_lr * g for (n, w), g in zip(fast.items(), grads)}
+            fast = {n: w + self.cfg.maml.inner_lr * g for (n, w), g in zip(fast.items(), grads)}
         return fast if outer else {n: w.detach() for n, w in fast.items()}
 
     # ------------------------------------------------------------------ forward

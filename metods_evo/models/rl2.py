@@ -37,14 +37,14 @@ an LSTM's forget-gate bias of 1) and gradients through the episode do not vanish
 class RL2:
     """Stateless GRU policy: all weights come in as ``params`` (from ``spec.unflatten``), state in and out."""
 
-    config_fields = ("hidden",)  # the ModelConfig fields it reads (besides kind)
+    config_fields = ("rl2",)  # the ModelConfig fields it reads (besides kind)
     plasticity: tuple[str, ...] = ()  # no plastic weights: nothing of theta shapes within-episode plasticity
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if (num_actions > 0) == (action_dim > 0):
             raise ValueError("give exactly one of num_actions (discrete) or action_dim (continuous)")
         self.cfg, self.obs_dim, self.num_actions, self.action_dim = cfg, obs_dim, num_actions, action_dim
-        h = self.hidden = cfg.hidden
+        h = self.hidden = cfg.rl2.hidden
         self.input_dim = obs_dim + max(num_actions, action_dim) + 1
         out = num_actions or action_dim
         shapes: dict[str, tuple[int, ...]] = {
