@@ -69,11 +69,6 @@ HEADLINES: dict[str, Headline] = {
                                       "about 13x the fused path's time, so 2 seeds)"),
     "harlow-es-random-ties": Headline("harlow", "es", 3.8, minutes=10, seeds=10, overrides=(("es.ties", "random"),),
                                       claim="the same with fitness ties broken at random"),
-    "harlow-es-12-own-random-ties": Headline(
-        "harlow", "es", 3.8, minutes=10, seeds=10,
-        overrides=(("es.starts", "12"), ("es.start_episodes", "own"), ("es.ties", "random")),
-        claim="twelve starts, each scored on its own episodes, with fitness ties broken at random (a candidate for "
-              "the defaults: a run then fails only if twelve independent starts do)"),
     "harlow-ppo": Headline("harlow", "ppo", 3.8, minutes=20, seeds=3,
                            claim="PPO (BPTT through the plastic dynamics) solves Harlow"),
 }
