@@ -120,6 +120,8 @@ def _replayed(ref) -> list[Path]:
 
 
 REPLAYED = [run for ref in REFERENCE_RUNS if ref.directory != "gate" for run in _replayed(ref)]
+REPLAYED += [RUNS / "gate" / "harlow-es-random-ties" / "seed0"]  # the gate's other ES headline (its harlow-es seed 0
+# is harlow-es-default)
 
 
 @pytest.mark.slow
