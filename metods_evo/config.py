@@ -224,7 +224,7 @@ class PBTConfig:
     replaced by perturbed copies of the best every pbt.interval updates."""
 
     members: int = 8
-    """Learners K, stepped together as one batched population: an update costs about K PPO updates."""
+    """Learners K, stepped together as one batched population: an update plays K times ppo.episodes episodes."""
     interval: int = 10
     """Updates between exploit / explore steps; members are ranked by their mean training return over them."""
     fraction: float = 0.25
