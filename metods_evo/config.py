@@ -238,18 +238,36 @@ class HybridConfig:
 
 
 @dataclass
+class PBTConfig:
+    """Population-based training: K PPO learners (settings from the ppo section) trained side by side, the worst
+    replaced by perturbed copies of the best every pbt.interval updates."""
+
+    members: int = 8
+    """Learners K, stepped together as one batched population: an update plays K times ppo.episodes episodes."""
+    interval: int = 10
+    """Updates between exploit / explore steps; members are ranked by their mean training return over them."""
+    fraction: float = 0.25
+    """Share of the members (at least one) that, at each exploit step, copy theta, Adam state and hyperparameters
+    of a random member of the same share at the top."""
+    perturb: float = 1.25
+    """Explore: each copied hyperparameter (lr, entropy_coef, value_coef) is multiplied by this or its inverse at
+    random, then kept within a factor of 10 of the ppo section's value."""
+
+
+@dataclass
 class RunConfig:
     task: str = "harlow"
     """Registered task id."""
     task_options: dict[str, Any] = field(default_factory=dict)
     """Options of the task (``--set task.size=10``)."""
     optimizer: str = "es"
-    """Meta-optimizer: es | a2c | ppo | hybrid."""
+    """Meta-optimizer: es | a2c | ppo | hybrid | pbt."""
     model: ModelConfig = field(default_factory=ModelConfig)
     es: ESConfig = field(default_factory=ESConfig)
     a2c: A2CConfig = field(default_factory=A2CConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
+    pbt: PBTConfig = field(default_factory=PBTConfig)
     seed: int = 0
     """Seed of everything: searcher, task sampling, evaluation."""
     device: str = "cpu"
@@ -279,7 +297,7 @@ class RunConfig:
     """Episodes of the final evaluation of the best theta."""
     eval_action_mode: str = ""
     """How evaluation (and the run's agent) picks actions: greedy | sample. '' = as the optimizer trained
-    it: es.action_mode (greedy by default) for ES; sampled for a2c, ppo and hybrid, whose policies are
+    it: es.action_mode (greedy by default) for ES; sampled for a2c, ppo, hybrid and pbt, whose policies are
     stochastic by construction (the arg-max of a still uncertain policy can be far worse than the policy)."""
     logger: str = "csv"
     """Where the training metrics go: 'csv' (metrics.csv, always written: the source of truth) or 'tensorboard'
@@ -312,7 +330,8 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)  # NaN is not JSON
 
 
-SECTIONS = {"model": ModelConfig, "es": ESConfig, "a2c": A2CConfig, "ppo": PPOConfig, "hybrid": HybridConfig}
+SECTIONS = {"model": ModelConfig, "es": ESConfig, "a2c": A2CConfig, "ppo": PPOConfig, "hybrid": HybridConfig,
+            "pbt": PBTConfig}
 
 # Documented per-task defaults (applied before command-line flags; docs/optimizers.md explains them). The linear
 # write rule (alpha * v (x) Lv) is the paper's best variant and learnt faster here too.
@@ -602,6 +621,7 @@ RANGES = {
     **{f"a2c.{k}": v for k, v in _PG_RANGES.items()}, **{f"ppo.{k}": v for k, v in _PG_RANGES.items()},
     "ppo.epochs": ">= 1", "ppo.minibatches": ">= 1", "ppo.clip": "> 0", "ppo.target_kl": ">= 0",
     "hybrid.es_fraction": "(0, 1)",
+    "pbt.members": "[2, 256]", "pbt.interval": ">= 1", "pbt.fraction": "(0, 0.5]", "pbt.perturb": "> 1",
     "seed": f"[0, {MAX_SEED}]", "threads": f"[1, {MAX_THREADS}]", "generations": ">= 0", "budget_steps": ">= 0",
     "max_minutes": ">= 0", "checkpoint_every": ">= 1", "eval_every": ">= 1", "eval_every_steps": ">= 0",
     "eval_episodes": ">= 1", "final_eval_episodes": ">= 1",
@@ -746,9 +766,11 @@ def memory_needed(cfg: RunConfig, task) -> tuple[int, str]:
         (section for section in ("a2c", "ppo") if _reads(cfg, section)), None)
     if gradient is not None:
         pg, steps = getattr(cfg, gradient), task.max_steps
+        members = cfg.pbt.members if _reads(cfg, "pbt") else 1  # PBT steps its learners as one population
         recorded = -(-pg.episodes // pg.minibatches) if gradient == "ppo" else pg.episodes  # PPO replays a minibatch
+        recorded, episodes = members * recorded, members * pg.episodes
         depth = cfg.model.depth if cfg.model.kind == "metods" else 0
-        needs.append(((4 + depth) * steps * recorded * state + 3 * pg.episodes * state + 4 * params,
+        needs.append(((4 + depth) * steps * recorded * state + 3 * episodes * state + 4 * members * params,
                       f"{steps:,} steps x {recorded:,} {gradient} episodes x {state:,} floats of model state "
                       "kept for backpropagation"))
     floats, what = max(needs)

@@ -245,7 +245,7 @@ def fuzz_values(kind: type) -> list[tuple[str, typing.Any]]:
 
 
 def optimizer_for(key: str) -> str:
-    return {"a2c": "a2c", "ppo": "ppo", "hybrid": "hybrid"}.get(key.partition(".")[0], "es")
+    return {"a2c": "a2c", "ppo": "ppo", "hybrid": "hybrid", "pbt": "pbt"}.get(key.partition(".")[0], "es")
 
 
 def test_every_numeric_field_has_a_range():

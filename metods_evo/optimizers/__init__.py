@@ -46,6 +46,7 @@ register_optimizer("es", "metods_evo.optimizers.es:ES")
 register_optimizer("a2c", "metods_evo.optimizers.a2c:A2CTrainer")
 register_optimizer("ppo", "metods_evo.optimizers.ppo:PPOTrainer")
 register_optimizer("hybrid", "metods_evo.optimizers.hybrid:HybridTrainer")
+register_optimizer("pbt", "metods_evo.optimizers.pbt:PBTTrainer")
 
 __all__ = ["OPTIMIZERS", "OptimizerDeclaration", "Trainer", "TrainerFactory", "declaration", "make_trainer",
            "register_optimizer"]

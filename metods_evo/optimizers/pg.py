@@ -45,37 +45,49 @@ def memory_stats(model, result: RolloutResult) -> dict[str, Tensor]:
     return state_stats(result.model_state) if state_stats is not None and result.model_state else {}
 
 
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x: Tensor, mask: Tensor, dims: tuple[int, ...] | None = None) -> Tensor:
+    """The mean of ``x`` over the valid steps: of everything, or (``dims``) over those axes only, kept for
+    broadcasting (one mean per member of a population)."""
+    if dims is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dims, keepdim=True) / mask.sum(dims, keepdim=True).clamp(min=1)
 
 
-def normalize(advantages: Tensor, mask: Tensor) -> Tensor:
-    mean = masked_mean(advantages, mask)
-    std = masked_mean((advantages - mean) ** 2, mask).sqrt()
+def normalize(advantages: Tensor, mask: Tensor, dims: tuple[int, ...] | None = None) -> Tensor:
+    mean = masked_mean(advantages, mask, dims)
+    std = masked_mean((advantages - mean) ** 2, mask, dims).sqrt()
     return (advantages - mean) / (std + 1e-8) * mask
 
 
 def actor_critic_loss(pg: PGConfig, log_probs: Tensor, values: Tensor, entropies: Tensor, advantages: Tensor,
                       returns: Tensor, mask: Tensor, old_log_probs: Tensor | None = None,
-                      clip: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+                      clip: float = 0.0, *, dims: tuple[int, ...] | None = None,
+                      entropy_coef: float | Tensor | None = None,
+                      value_coef: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The loss of one batch of episodes. With ``old_log_probs`` and ``clip`` it is PPO's clipped surrogate;
-    without, the vanilla policy gradient of A2C. All terms are means over valid steps."""
+    without, the vanilla policy gradient of A2C. All terms are means over valid steps.
+
+    A population's losses, one per member (optimizers/pbt.py): ``dims`` are the axes each member's means reduce
+    (the loss and stats keep the others, size 1 where reduced), ``entropy_coef`` / ``value_coef`` per-member
+    coefficients that broadcast against them (None: ``pg``'s)."""
+    entropy_coef = pg.entropy_coef if entropy_coef is None else entropy_coef
+    value_coef = pg.value_coef if value_coef is None else value_coef
     if pg.normalize_advantages:
-        advantages = normalize(advantages, mask)
+        advantages = normalize(advantages, mask, dims)
     stats: dict[str, Tensor] = {}
     if old_log_probs is None:
-        policy_loss = -masked_mean(advantages * log_probs, mask)
+        policy_loss = -masked_mean(advantages * log_probs, mask, dims)
     else:
         log_ratio = log_probs - old_log_probs
         ratio = log_ratio.exp()
         unclipped, clipped = advantages * ratio, advantages * ratio.clamp(1 - clip, 1 + clip)
-        policy_loss = -masked_mean(torch.minimum(unclipped, clipped), mask)
+        policy_loss = -masked_mean(torch.minimum(unclipped, clipped), mask, dims)
         with torch.no_grad():
-            stats["pg/approx_kl"] = masked_mean((ratio - 1) - log_ratio, mask)
-            stats["pg/clip_fraction"] = masked_mean(((ratio - 1).abs() > clip).float(), mask)
-    value_loss = 0.5 * masked_mean((values - returns) ** 2, mask)
-    entropy = masked_mean(entropies, mask)
-    loss = policy_loss + pg.value_coef * value_loss - pg.entropy_coef * entropy
+            stats["pg/approx_kl"] = masked_mean((ratio - 1) - log_ratio, mask, dims)
+            stats["pg/clip_fraction"] = masked_mean(((ratio - 1).abs() > clip).float(), mask, dims)
+    value_loss = 0.5 * masked_mean((values - returns) ** 2, mask, dims)
+    entropy = masked_mean(entropies, mask, dims)
+    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     stats |= {"pg/policy_loss": policy_loss.detach(), "pg/value_loss": value_loss.detach(),
               "pg/entropy": entropy.detach()}
     return loss, stats
@@ -183,8 +195,14 @@ class PolicyGradientTrainer(OptimizerDeclaration):
         return norm.detach()
 
     def _lr_factor(self) -> float:
-        if self.pg.lr_schedule == "constant":
-            return 1.0
         start, end = self.span
         done = (self.env_steps if self.cfg.budget_steps > 0 else self.generation) - start
-        return max(1.0 - done / max(end - start, 1), 0.05)  # never quite 0: a resumed / extended run keeps moving
+        return lr_factor(self.pg.lr_schedule, done, end - start)
+
+
+def lr_factor(schedule: str, done: int, total: int) -> float:
+    """The learning rate's multiplier ``done`` of ``total`` (env steps or updates) into its span: 1 ('constant'), or
+    annealed linearly ('linear') but never quite to 0, so that a resumed / extended run keeps moving."""
+    if schedule == "constant":
+        return 1.0
+    return max(1.0 - done / max(total, 1), 0.05)
