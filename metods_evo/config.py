@@ -342,8 +342,8 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     # and for the last 200 generations 64 episodes per individual, in antithetic pairs (the first guess's luck
     # cancels) and at sigma <= 0.03, which remove the solution's rare errors.
     "harlow": {"model.write": "linear", "es.algorithm": "snes", "es.sigma_init": 0.1, "es.starts": 12,
-               "es.start_episodes": "own", "es.select_at": 450, "generations": 900, "es.late_episodes": 64, "es.late_from": 700,
-               "es.late_sigma": 0.03, "es.antithetic": "late", "eval_episodes": 1000},
+               "es.start_episodes": "own", "es.select_at": 450, "generations": 900, "es.late_episodes": 64,
+               "es.late_from": 700, "es.late_sigma": 0.03, "es.antithetic": "late", "eval_episodes": 1000},
     "maze": {"model.write": "linear", "model.n": 24, "es.episodes": 8, "eval_episodes": 128},
     # Direction tasks: SNES (PGPE stood still on cheetah-dir); f also sees action x reward. MuJoCo batches are
     # small (P x E = 512 agents): the fused kernel at any size ('auto' waits for 2^20 elements of W) takes the
