@@ -546,9 +546,7 @@ def _typed(key: str, value: Any) -> Any:
     if key in MOVED:
         raise ConfigError(f"unknown key {key}: it is now {MOVED[key]}")
     sections = all_sections()
-    if section and section not in sections:
-        raise ConfigError(f"unknown key {key}{_did_you_mean(key, config_keys())}")
-    types = _field_types(sections[section] if section else RunConfig)
+    types = _field_types(sections[section]) if section in sections else {} if section else _field_types(RunConfig)
     if name not in types or (not section and name in SECTIONS):
         raise ConfigError(f"unknown key {key}{_did_you_mean(key, config_keys())}")
     return _check_type(key, value, types[name])

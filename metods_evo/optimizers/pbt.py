@@ -26,7 +26,7 @@ from torch import Tensor
 from metods_evo.config import RunConfig, generation_seed
 from metods_evo.models import build_model
 from metods_evo.optimizers.base import OptimizerDeclaration
-from metods_evo.optimizers.pg import actor_critic_loss, gae, lr_factor, memory_stats
+from metods_evo.optimizers.pg import actor_critic_loss, clip_gradient, gae, lr_factor, memory_stats
 from metods_evo.rollout import episodes_of, replay, rollout
 from metods_evo.tasks import make_task
 
@@ -204,7 +204,8 @@ class PBTTrainer(OptimizerDeclaration):
                     valid[:, :, batch].float(), old_log_probs=result.log_probs[:, :, batch], clip=pg.clip, dims=(0, 2),
                     **coefs)
                 (grad,) = torch.autograd.grad((losses.view(k) * active).sum(), theta)  # a stopped member adds none
-                stats = {key: value.view(k) for key, value in stats.items()} | {"pg/grad_norm": self._clip(grad)}
+                stats = {key: value.view(k) for key, value in stats.items()}
+                stats["pg/grad_norm"] = clip_gradient(grad, pg.max_grad_norm, rows=True)  # each member on its own
                 with torch.no_grad():
                     self.theta, self.adam = adam(self.theta, grad, self.adam, lr.view(k, 1), active, eps=pg.adam_eps)
                 kl.append(stats["pg/approx_kl"])
@@ -218,14 +219,6 @@ class PBTTrainer(OptimizerDeclaration):
         stats = {key: value / updates for key, value in sums.items()} | {"pg/updates": updates}
         stats |= memory_stats(self.model, result)  # of the batch that was played (before this update)
         return result.env_steps, result.returns.double().mean(1), stats
-
-    def _clip(self, grad: Tensor) -> Tensor:
-        """Clip each member's gradient (a row of ``grad``, in place) to ``ppo.max_grad_norm``; its norm before."""
-        grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # one exploding episode must not poison theta
-        norm = grad.double().norm(dim=1)  # float64: an exploding BPTT gradient must not overflow the norm to inf
-        if self.pg.max_grad_norm > 0:
-            grad.mul_(torch.clamp(self.pg.max_grad_norm / (norm + 1e-6), max=1.0).to(grad.dtype).view(-1, 1))
-        return norm
 
     def _exploit(self) -> None:
         generator = torch.Generator(device=self.task.device).manual_seed(

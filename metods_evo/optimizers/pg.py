@@ -187,10 +187,7 @@ class PolicyGradientTrainer(OptimizerDeclaration):
         grad = self.theta.grad
         if self.trainable is not None:
             grad.mul_(self.trainable)
-        grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # one exploding episode must not poison theta
-        norm = grad.double().norm()  # float64: an exploding BPTT gradient must not overflow the norm to inf
-        if self.pg.max_grad_norm > 0:
-            grad.mul_(torch.clamp(self.pg.max_grad_norm / (norm + 1e-6), max=1.0).to(grad.dtype))
+        norm = clip_gradient(grad, self.pg.max_grad_norm)
         self.optimizer.step()
         return norm.detach()
 
@@ -198,6 +195,17 @@ class PolicyGradientTrainer(OptimizerDeclaration):
         start, end = self.span
         done = (self.env_steps if self.cfg.budget_steps > 0 else self.generation) - start
         return lr_factor(self.pg.lr_schedule, done, end - start)
+
+
+def clip_gradient(grad: Tensor, max_norm: float, rows: bool = False) -> Tensor:
+    """Clip ``grad`` in place to norm ``max_norm`` (0: no clipping), each row on its own where ``rows`` (one member of
+    a population per row); returns the norm(s) before."""
+    grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # one exploding episode must not poison theta
+    norm = grad.double().norm(dim=1) if rows else grad.double().norm()  # float64: a BPTT blow-up must not reach inf
+    if max_norm > 0:
+        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0).to(grad.dtype)
+        grad.mul_(scale.view(-1, 1) if rows else scale)
+    return norm
 
 
 def lr_factor(schedule: str, done: int, total: int) -> float:
