@@ -71,10 +71,17 @@ HEADLINES: dict[str, Headline] = {
                                       claim="the same with fitness ties broken at random"),
     "harlow-ppo": Headline("harlow", "ppo", 3.8, minutes=20, seeds=3,
                            claim="PPO (BPTT through the plastic dynamics) solves Harlow"),
+    # 1000 check episodes: a cheetah-dir return's spread (~100) leaves a standard error of ~3 per direction.
+    "cheetah-dir-es": Headline("cheetah-dir", "es", 100.0, minutes=60, seeds=3,
+                               overrides=(("budget_steps", "40000000"),), groups=("forward", "backward"),
+                               check_episodes=1000,
+                               claim="ES (SNES, the cheetah-dir preset, 40 M env steps) infers the hidden direction: "
+                                     "a return above 100 running forward and running backward"),
 }
 
-QUICK = (("generations", "2"), ("es.popsize", "8"), ("es.episodes", "2"), ("es.late_episodes", "0"),
-         ("ppo.episodes", "8"), ("eval_every", "1"), ("eval_episodes", "8"), ("final_eval_episodes", "16"))
+QUICK = (("generations", "2"), ("budget_steps", "0"), ("es.popsize", "8"), ("es.episodes", "2"),
+         ("es.late_episodes", "0"), ("ppo.episodes", "8"), ("eval_every", "1"), ("eval_episodes", "8"),
+         ("final_eval_episodes", "16"))
 """``--quick``: a seconds-long smoke run of the gate's machinery (its numbers mean nothing)."""
 
 

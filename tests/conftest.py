@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -14,10 +15,19 @@ mujoco_batch._load(); fused._load(); fused_rollout._load()
 """
 _WARM = pytest.StashKey[subprocess.Popen]()  # the background build, for pytest_sessionfinish to wait on
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (pytest -n) share the cores: one thread each, here and in the subprocesses a test starts
+    # (OpenMP threads waiting for a busy core cost far more than they gain).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def pytest_sessionstart(session):
     """On a fresh machine (CI) the kernels cost a few minutes of one core to compile. Build them in a background
-    process while the first tests run: a test that needs one meanwhile waits on torch's build lock, then loads it."""
+    process while the first tests run: a test that needs one meanwhile waits on torch's build lock, then loads it.
+    With parallel workers only the controller starts the build."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     session.config.stash[_WARM] = subprocess.Popen([sys.executable, "-c", WARM_KERNELS], stdout=subprocess.DEVNULL,
                                                    stderr=subprocess.DEVNULL)
 

@@ -46,6 +46,33 @@ def test_gate_passes_when_every_seed_reaches_the_threshold(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.mujoco
+def test_a_headline_with_groups_is_checked_in_each_group(tmp_path, monkeypatch):
+    """cheetah-dir-es passes only when forward AND backward reach the threshold; the table shows both."""
+    pytest.importorskip("mujoco")
+    import dataclasses
+
+    from metods_evo import gate as gate_module
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo may log warnings to ./MUJOCO_LOG.TXT
+    headline = HEADLINES["cheetah-dir-es"]
+    assert headline.groups == ("forward", "backward") and ("budget_steps", "40000000") in headline.overrides
+    result = gate(["cheetah-dir-es"], tmp_path / "gate", seeds=1, quick=True, progress=False)
+    [row] = result["results"]["cheetah-dir-es"]
+    cfg = RunDir.open(tmp_path / "gate" / "cheetah-dir-es" / "seed0").config()
+    assert cfg.budget_steps == 0 and cfg.generations == 2  # --quick: two generations, not the 40 M-step budget
+    forward, backward = row["scores"]["forward"], row["scores"]["backward"]
+    assert row["passed"] == (min(forward, backward) >= headline.threshold)
+    assert f"{forward:.1f}/{backward:.1f}" in result["table"]
+    # a threshold between the two directions' scores: one group fails, so the seed fails
+    split = dataclasses.replace(headline, threshold=(forward + backward) / 2)
+    monkeypatch.setitem(gate_module.HEADLINES, "cheetah-dir-es", split)
+    again = gate(["cheetah-dir-es"], tmp_path / "gate", seeds=1, quick=True, progress=False)
+    [row] = again["results"]["cheetah-dir-es"]
+    assert forward != backward and not row["passed"]
+
+
+@pytest.mark.slow
 def test_gate_resumes_without_retraining(tmp_path):
     runner, args = CliRunner(), ["reproduce", "harlow-es", "--quick", "--seeds", "1", "--out", str(tmp_path)]
     runner.invoke(main, args + ["--no-progress"])
