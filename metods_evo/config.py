@@ -425,6 +425,9 @@ OPTIMIZER_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("maze", "ppo"): {"ppo.target_kl": 0.0, "model.depth": 1, "model.n": 64, "model.embed_hidden": 64,
                       "model.w0": "learnt"},
     ("maze", "hybrid"): {"ppo.target_kl": 0.0},
+    # PEARL trains its own networks (model.kind=pearl); 64 episodes per periodic evaluation keep it off the clock.
+    ("cheetah-dir", "pearl"): {"model.kind": "pearl", "eval_episodes": 64},
+    ("ant-dir", "pearl"): {"model.kind": "pearl", "eval_episodes": 64},
 }
 
 

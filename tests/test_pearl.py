@@ -117,6 +117,25 @@ def test_the_agent_infers_z_online_from_its_own_episode(direction_task):
     assert result.rewards.shape == (10, 1, 6)
 
 
+def test_the_encoder_learns_through_the_critics_and_the_policy_through_its_own_loss(direction_task):
+    cfg = make_config(direction_task, "pearl", SMALL | {"generations": "1", "pearl.updates": "0"})
+    trainer = PEARLTrainer(cfg)
+    trainer.step()  # fills the buffer
+    losses = trainer.losses(torch.Generator().manual_seed(0))
+    offsets = trainer.model.spec.offsets()
+    encoder = torch.zeros(trainer.model.num_params, dtype=torch.bool)
+    for name, span in offsets.items():
+        encoder[span] = name.startswith("enc")
+    policy = ~encoder
+    policy[offsets["log_std"]] = False
+    (critic_grad,) = torch.autograd.grad(losses["critic"], trainer.theta)
+    (policy_grad,) = torch.autograd.grad(losses["policy"], trainer.theta)
+    assert critic_grad[encoder].abs().sum() > 0 and not critic_grad[~encoder].any()
+    assert policy_grad[policy].abs().sum() > 0 and not policy_grad[~policy].any()
+    (alpha_grad,) = torch.autograd.grad(losses["alpha"], trainer.log_alpha)
+    assert float(alpha_grad) != 0
+
+
 def test_resume_continues_exactly(direction_task):
     cfg = make_config(direction_task, "pearl", SMALL | {"generations": "4"})
     straight = PEARLTrainer(cfg)

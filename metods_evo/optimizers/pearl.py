@@ -158,6 +158,9 @@ class PEARLTrainer(OptimizerDeclaration):
     def __init__(self, cfg: RunConfig):
         self.cfg, self.pearl = cfg, cfg.pearl
         self.task = make_task(cfg.task, device=cfg.device, **cfg.task_options)
+        if (self.task.action_low, self.task.action_high) != (-1.0, 1.0):
+            raise ConfigError(f"pearl's tanh policy acts in [-1, 1]; task {cfg.task!r} has actions in "
+                              f"[{self.task.action_low}, {self.task.action_high}]")
         self.model = build_model(cfg, self.task)
         device, pc, model = self.task.device, cfg.pearl, self.model
         self.theta = torch.nn.Parameter(model.init_params(torch.Generator().manual_seed(cfg.seed)).to(device))
@@ -260,7 +263,9 @@ class PEARLTrainer(OptimizerDeclaration):
         x = torch.cat([obs, action, z], -1).unsqueeze(0).expand(2, -1, -1)
         return mlp(self.critic_spec.unflatten(critic), "q", self.model.layers, x)[..., 0]
 
-    def update(self, generator: torch.Generator) -> dict[str, float]:
+    def losses(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """One batch's losses (module docstring): ``critic`` (with the encoder's KL term), ``policy``, ``alpha``, and
+        what the metrics report."""
         pc, model = self.pearl, self.model
         context, batch = self.sample(generator)
         tasks, size, latent = pc.batch_tasks, pc.batch_size, model.latent_dim
@@ -291,19 +296,26 @@ class PEARLTrainer(OptimizerDeclaration):
                        ).mean()
         target_entropy = pc.target_entropy * model.action_dim
         alpha_loss = -(self.log_alpha * (log_prob.detach() + target_entropy)).mean()
-        encoder_grad, critic_grad = torch.autograd.grad(critic_loss + pc.kl_lambda * kl, (self.theta, self.critic))
-        (policy_grad,) = torch.autograd.grad(policy_loss, self.theta)  # policy entries only: z is detached
-        (alpha_grad,) = torch.autograd.grad(alpha_loss, self.log_alpha)
+        return {"critic": critic_loss + pc.kl_lambda * kl, "policy": policy_loss, "alpha": alpha_loss,
+                "critic_loss": critic_loss, "policy_loss": policy_loss, "kl": kl / tasks, "alpha_value": alpha,
+                "q_mean": q.mean(), "entropy": -log_prob.mean(), "z_std": variance.sqrt().mean()}
+
+    def update(self, generator: torch.Generator) -> dict[str, float]:
+        """One gradient step of theta, the critics and the temperature; the targets follow."""
+        losses = self.losses(generator)
+        encoder_grad, critic_grad = torch.autograd.grad(losses["critic"], (self.theta, self.critic))
+        (policy_grad,) = torch.autograd.grad(losses["policy"], self.theta)  # policy entries only: z is detached
+        (alpha_grad,) = torch.autograd.grad(losses["alpha"], self.log_alpha)
         for name, grad in (("theta", encoder_grad + policy_grad), ("critic", critic_grad), ("log_alpha", alpha_grad)):
             param = self.optimizers[name].param_groups[0]["params"][0]
             param.grad = grad
             self.optimizers[name].step()
             param.grad = None
         with torch.no_grad():
-            self.target_critic.lerp_(self.critic, pc.tau)
-        stats = {"critic_loss": critic_loss, "policy_loss": policy_loss, "kl": kl / tasks, "alpha": alpha,
-                 "q_mean": q.mean(), "entropy": -log_prob.mean(), "z_std": variance.sqrt().mean()}
-        return {f"pearl/{name}": float(value.detach()) for name, value in stats.items()}
+            self.target_critic.lerp_(self.critic, self.pearl.tau)
+        stats = ("critic_loss", "policy_loss", "kl", "q_mean", "entropy", "z_std")
+        return {f"pearl/{name}": float(losses[name].detach()) for name in stats} | {
+            "pearl/alpha": float(losses["alpha_value"])}
 
 
 __all__ = ["PEARLTrainer", "adaptation_returns", "critic_target", "gaussian_kl", "play_trials"]
