@@ -17,9 +17,10 @@ infers z online from its own past transitions: the state keeps the running sums 
 one factor is added per completed transition (the previous observation, action and reward with the current
 observation), and z = mu + sigma * eps is a posterior sample with eps ~ N(0, I) drawn once per episode at its start
 (so the first step plays a sample of the prior). The action is the policy's deterministic one, tanh(mean): the
-optimizer declares greedy evaluation. ``log_std`` of theta exists because the rollout reads a continuous model's
-``params["log_std"]``; PEARL's agent never samples from it. The value output is zero (the critics are the trainer's,
-not part of the agent). The trainer (``optimizers/pearl.py``) calls ``encode``, ``posterior`` and ``policy`` directly.
+optimizer declares greedy evaluation. ``log_std`` of theta exists because the rollout and ``Agent`` read a continuous
+model's ``params["log_std"]``: it is ``UNUSED_LOG_STD`` and never trained, so a sampled action is the deterministic
+one. The value output is zero (the critics are the trainer's, not part of the agent). The trainer
+(``optimizers/pearl.py``) calls ``encode``, ``posterior`` and ``sample_action`` directly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ if TYPE_CHECKING:  # annotations only: config imports the model registry
 
 MIN_VARIANCE = 1e-7
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+UNUSED_LOG_STD = -20.0
+"""theta's ``log_std``: std e^-20, so that ``Agent.predict(deterministic=False)`` plays the deterministic action too."""
 LAST_LAYER_INIT = 3e-3
 """Output layers start uniform in +-3e-3 (SAC's and PEARL's init), so z and the actions start near 0."""
 
@@ -116,7 +119,7 @@ class PEARL:
 
     def init_params(self, generator: torch.Generator | None = None) -> Tensor:
         values = init_mlp(self.encoder_shapes, generator) | init_mlp(self.policy_shapes, generator)
-        values["log_std"] = torch.zeros(self.action_dim)
+        values["log_std"] = torch.full((self.action_dim,), UNUSED_LOG_STD)
         return self.spec.flatten({k: v.unsqueeze(0) for k, v in values.items()})[0]
 
     # ------------------------------------------------------------------ the networks
