@@ -183,6 +183,10 @@ def test_cli_trains_and_evaluates(tmp_path, direction_task):
     assert report["action_mode"] == "greedy" and "return" in report["metrics"]
     result = cli("train", "--resume", out, "--budget-steps", "400", "--no-progress")
     assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    config["pearl"]["trial_episodes"] = 3  # the checkpoint's buffer holds trials of 2 episodes
+    (out / "config.json").write_text(json.dumps(config))
+    refused(cli("train", "--resume", out, "--budget-steps", "600", "--no-progress"), "pearl.trial_episodes=3")
 
 
 @pytest.mark.mujoco

@@ -147,9 +147,9 @@ class PEARLTrainer(OptimizerDeclaration):
 
     @classmethod
     def resume_problem(cls, cfg: RunConfig, state: dict[str, Any]) -> str:
-        held = state["buffer"]["valid"].shape[0]
-        return "" if held == cfg.pearl.buffer_trials else (f"it says pearl.buffer_trials={cfg.pearl.buffer_trials}, "
-                                                           f"checkpoint.pt holds {held}")
+        held = {"buffer_trials": state["buffer"]["valid"].shape[0], "trial_episodes": state["trial_episodes"]}
+        return "; ".join(f"it says pearl.{name}={getattr(cfg.pearl, name)}, checkpoint.pt holds {value}"
+                         for name, value in held.items() if value != getattr(cfg.pearl, name))
 
     @classmethod
     def center_of(cls, state: dict[str, Any]) -> Tensor:
@@ -219,7 +219,7 @@ class PEARLTrainer(OptimizerDeclaration):
                 "target_critic": self.target_critic.cpu().clone(), "log_alpha": self.log_alpha.detach().cpu().clone(),
                 "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
                 "buffer": {name: value.cpu().clone() for name, value in self.buffer.items()}, "stored": self.stored,
-                "generation": self.generation, "env_steps": self.env_steps}
+                "trial_episodes": self.pearl.trial_episodes, "generation": self.generation, "env_steps": self.env_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = self.task.device
