@@ -47,7 +47,6 @@ from metods_evo.optimizers.base import OptimizerDeclaration
 from metods_evo.tasks import TASKS, make_task
 
 CRITIC_STREAM = 9  # seed stream of the critics' initial weights
-FIELDS = ("obs", "action", "reward", "next_obs", "terminal", "valid")
 
 
 def critic_target(reward: Tensor, terminal: Tensor, next_q_min: Tensor, next_log_prob: Tensor, alpha: Tensor | float,
