@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from metods_evo.errors import ConfigError
-from metods_evo.models import MODELS, build_model
+from metods_evo.models import MODELS, build_model, model_class
 from metods_evo.optimizers import OPTIMIZERS, declaration
 from metods_evo.tasks import TASKS, make_task
 
@@ -746,6 +746,10 @@ def validate(cfg: RunConfig) -> None:
     fit in the memory of this machine (or GPU)."""
     check_values(cfg)
     declaration(cfg.optimizer).check_config(cfg)
+    trained_by = getattr(model_class(cfg.model.kind), "optimizers", None)  # a model only some optimizers can train
+    if trained_by is not None and cfg.optimizer not in trained_by:
+        raise ConfigError(f"model.kind={cfg.model.kind} is trained by --optimizer {' | '.join(trained_by)} only "
+                          f"(got {cfg.optimizer})")
     validate_device(cfg.device)
     task = validate_task(cfg.task, cfg.task_options)
     check_antithetic(cfg, task)

@@ -171,6 +171,11 @@ def test_pearl_refuses_discrete_tasks(tmp_path):
                 tmp_path / "run"), "continuous actions")
 
 
+def test_other_optimizers_cannot_train_the_pearl_model(tmp_path, direction_task):
+    refused(cli("train", "--task", direction_task, "--optimizer", "ppo", "--set", "model.kind=pearl", "--out",
+                tmp_path / "run"), "model.kind=pearl is trained by --optimizer pearl only")
+
+
 def test_cli_trains_and_evaluates(tmp_path, direction_task):
     out = tmp_path / "run"
     settings = [x for key, value in SMALL.items() for x in ("--set", f"{key}={value}")]

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metods_evo.errors import ConfigError
 from metods_evo.models.params import ParamSpec, linear
 
 if TYPE_CHECKING:  # annotations only: config imports the model registry
@@ -99,10 +100,11 @@ class PEARL:
 
     config_fields = ("pearl",)
     plasticity: tuple[str, ...] = ()
+    optimizers = ("pearl",)  # its policy's noise is not theta's log_std: the rollout-based optimizers cannot train it
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, num_actions: int, action_dim: int = 0):
         if num_actions or not action_dim:
-            raise ValueError("model.kind=pearl needs a task with continuous actions (SAC's tanh-Gaussian policy)")
+            raise ConfigError("model.kind=pearl needs a task with continuous actions (SAC's tanh-Gaussian policy)")
         self.cfg, self.obs_dim, self.num_actions, self.action_dim = cfg, obs_dim, 0, action_dim
         self.layers, self.latent_dim = cfg.pearl.layers, cfg.pearl.latent_dim
         hidden = [cfg.pearl.hidden] * self.layers
