@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from metods_evo.errors import ConfigError
-from metods_evo.models import MODELS, build_model
+from metods_evo.models import MODELS, build_model, model_class
 from metods_evo.optimizers import OPTIMIZERS, declaration
 from metods_evo.tasks import TASKS, make_task
 
@@ -61,10 +61,24 @@ class MAMLConfig:
 
 
 @dataclass
+class PEARLModelConfig:
+    """PEARL's networks (``model.kind=pearl``, trained by ``--optimizer pearl``): the context encoder, the policy and
+    the trainer's critics are ReLU MLPs of this size. Published (Rakelly et al. 2019, oyster's configs/default.py):
+    3 x 300 units (policy, critics), 3 x 200 (encoder); smaller here for a 2-core budget (docs/optimizers.md)."""
+
+    hidden: int = 128
+    """Units of each hidden layer."""
+    layers: int = 3
+    """Hidden layers of each network."""
+    latent_dim: int = 5
+    """Dimensions of the latent task variable z (published: 5)."""
+
+
+@dataclass
 class ModelConfig:
     kind: str = "metods"
-    """Which registered model (``metods_evo.models.MODELS``): metods | rl2 | maml | random. ``model.rl2.*`` and
-    ``model.maml.*`` configure those baselines; the other fields configure MetODS."""
+    """Which registered model (``metods_evo.models.MODELS``): metods | rl2 | maml | pearl | random. ``model.rl2.*``,
+    ``model.maml.*`` and ``model.pearl.*`` configure those baselines; the other fields configure MetODS."""
     n: int = 20
     """Number of neurons in the plastic layer (W is n x n)."""
     depth: int = 3
@@ -114,6 +128,8 @@ class ModelConfig:
     """The RL² baseline's settings (``model.kind=rl2``)."""
     maml: MAMLConfig = field(default_factory=MAMLConfig)
     """The MAML baseline's settings (``model.kind=maml``)."""
+    pearl: PEARLModelConfig = field(default_factory=PEARLModelConfig)
+    """PEARL's network sizes (``model.kind=pearl``)."""
 
 
 @dataclass
@@ -255,19 +271,58 @@ class PBTConfig:
 
 
 @dataclass
+class PEARLConfig:
+    """PEARL (``--optimizer pearl``, with ``model.kind=pearl``): off-policy SAC on a latent z inferred from context
+    transitions. Each iteration plays ``trials`` trials (a trial: ``trial_episodes`` episodes of one hidden task, the
+    first with z from the prior, each later one with z from the posterior of the trial's earlier transitions), then
+    takes ``updates`` gradient steps. Published values (oyster, cheetah-dir): docs/optimizers.md."""
+
+    trials: int = 8
+    """Trials (tasks) played per iteration, stepped as one batch (published: 5 tasks per iteration)."""
+    trial_episodes: int = 2
+    """Episodes of each trial, all on the same task: the first with z ~ prior, then z ~ posterior of the trial's
+    earlier episodes (published: 1000 prior + 1000 posterior steps per task, i.e. 5 + 5 episodes)."""
+    initial_trials: int = 16
+    """Trials of the first iteration, before any gradient step (published: 2000 steps on every training task)."""
+    updates: int = 100
+    """Gradient steps per iteration (published: 2000)."""
+    batch_tasks: int = 8
+    """Tasks (buffer trials) per gradient step, drawn with replacement (published meta_batch: 4 for cheetah-dir)."""
+    batch_size: int = 64
+    """RL transitions per task and gradient step (published: 256)."""
+    context_size: int = 64
+    """Context transitions per task and gradient step, from the same trial (published: 256 for cheetah-dir)."""
+    buffer_trials: int = 256
+    """Replay capacity in trials, first in first out (published: 10^6 transitions per task)."""
+    lr: float = 3e-4
+    """Adam learning rate of the policy, critics, encoder and entropy temperature."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Soft update rate of the target critics."""
+    reward_scale: float = 5.0
+    """Rewards are multiplied by this in the critics' targets."""
+    kl_lambda: float = 0.1
+    """Weight of KL(q(z|c) || N(0, I)), summed over the batch's tasks, in the encoder's loss."""
+    target_entropy: float = -1.0
+    """The automatic temperature keeps the policy's entropy near this times the action dimension."""
+
+
+@dataclass
 class RunConfig:
     task: str = "harlow"
     """Registered task id."""
     task_options: dict[str, Any] = field(default_factory=dict)
     """Options of the task (``--set task.size=10``)."""
     optimizer: str = "es"
-    """Meta-optimizer: es | a2c | ppo | hybrid | pbt."""
+    """Meta-optimizer: es | a2c | ppo | hybrid | pbt | pearl."""
     model: ModelConfig = field(default_factory=ModelConfig)
     es: ESConfig = field(default_factory=ESConfig)
     a2c: A2CConfig = field(default_factory=A2CConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     pbt: PBTConfig = field(default_factory=PBTConfig)
+    pearl: PEARLConfig = field(default_factory=PEARLConfig)
     seed: int = 0
     """Seed of everything: searcher, task sampling, evaluation."""
     device: str = "cpu"
@@ -331,7 +386,7 @@ class RunConfig:
 
 
 SECTIONS = {"model": ModelConfig, "es": ESConfig, "a2c": A2CConfig, "ppo": PPOConfig, "hybrid": HybridConfig,
-            "pbt": PBTConfig}
+            "pbt": PBTConfig, "pearl": PEARLConfig}
 
 # Documented per-task defaults (applied before command-line flags; docs/optimizers.md explains them). The linear
 # write rule (alpha * v (x) Lv) is the paper's best variant and learnt faster here too.
@@ -370,6 +425,9 @@ OPTIMIZER_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("maze", "ppo"): {"ppo.target_kl": 0.0, "model.depth": 1, "model.n": 64, "model.embed_hidden": 64,
                       "model.w0": "learnt"},
     ("maze", "hybrid"): {"ppo.target_kl": 0.0},
+    # PEARL trains its own networks (model.kind=pearl); 64 episodes per periodic evaluation keep it off the clock.
+    ("cheetah-dir", "pearl"): {"model.kind": "pearl", "eval_episodes": 64},
+    ("ant-dir", "pearl"): {"model.kind": "pearl", "eval_episodes": 64},
 }
 
 
@@ -620,6 +678,11 @@ RANGES = {
     "ppo.epochs": ">= 1", "ppo.minibatches": ">= 1", "ppo.clip": "> 0", "ppo.target_kl": ">= 0",
     "hybrid.es_fraction": "(0, 1)",
     "pbt.members": "[2, 256]", "pbt.interval": ">= 1", "pbt.fraction": "(0, 0.5]", "pbt.perturb": "> 1",
+    "model.pearl.hidden": ">= 1", "model.pearl.layers": ">= 1", "model.pearl.latent_dim": ">= 1",
+    "pearl.trials": ">= 1", "pearl.trial_episodes": ">= 1", "pearl.initial_trials": ">= 1", "pearl.updates": ">= 0",
+    "pearl.batch_tasks": ">= 1", "pearl.batch_size": ">= 1", "pearl.context_size": ">= 1",
+    "pearl.buffer_trials": ">= 1", "pearl.lr": "> 0", "pearl.gamma": "[0, 1]", "pearl.tau": "(0, 1]",
+    "pearl.reward_scale": "> 0", "pearl.kl_lambda": ">= 0", "pearl.target_entropy": "[-10, 10]",
     "seed": f"[0, {MAX_SEED}]", "threads": f"[1, {MAX_THREADS}]", "generations": ">= 0", "budget_steps": ">= 0",
     "max_minutes": ">= 0", "checkpoint_every": ">= 1", "eval_every": ">= 1", "eval_every_steps": ">= 0",
     "eval_episodes": ">= 1", "final_eval_episodes": ">= 1",
@@ -683,6 +746,10 @@ def validate(cfg: RunConfig) -> None:
     fit in the memory of this machine (or GPU)."""
     check_values(cfg)
     declaration(cfg.optimizer).check_config(cfg)
+    trained_by = getattr(model_class(cfg.model.kind), "optimizers", None)  # a model only some optimizers can train
+    if trained_by is not None and cfg.optimizer not in trained_by:
+        raise ConfigError(f"model.kind={cfg.model.kind} is trained by --optimizer {' | '.join(trained_by)} only "
+                          f"(got {cfg.optimizer})")
     validate_device(cfg.device)
     task = validate_task(cfg.task, cfg.task_options)
     check_antithetic(cfg, task)
@@ -744,7 +811,7 @@ def _state_floats(cfg: RunConfig, model) -> int:
         return m.n * m.n + (m.depth * m.n if m.write_pre == "previous" else 0) + m.n
     if m.kind == "rl2":
         return 4 * m.rl2.hidden
-    return model.num_params
+    return getattr(model, "state_floats", model.num_params)
 
 
 def memory_needed(cfg: RunConfig, task) -> tuple[int, str]:

@@ -5,20 +5,28 @@ from dataclasses import fields, replace
 
 import pytest
 import torch
+from test_continuous import HiddenDirection
 
-from metods_evo.config import MAMLConfig, ModelConfig, RL2Config, RunConfig
+from metods_evo.config import MAMLConfig, ModelConfig, PEARLModelConfig, RL2Config, RunConfig
 from metods_evo.experiments import _differences, _relevant
 from metods_evo.models import MODELS, config_fields, model_class
 from metods_evo.rollout import rollout
 from metods_evo.tasks import make_task
 
 # A small base config (every kind builds from it) and another valid value for every ModelConfig field.
-BASE = dict(n=6, depth=2, write="linear", rl2=RL2Config(hidden=8), maml=MAMLConfig(hidden=8, adapt_steps=2))
+BASE = dict(n=6, depth=2, write="linear", rl2=RL2Config(hidden=8), maml=MAMLConfig(hidden=8, adapt_steps=2),
+            pearl=PEARLModelConfig(hidden=8, layers=1))
 OTHER = dict(n=5, depth=1, activation="relu", alpha="scalar", write="mlp", write_hidden=4, write_pre="previous",
              feedback="diagonal", w0="random", w0_std=0.3,
              plastic_bound=2.0, embed_hidden=4, readout_hidden=4, action_reward_inputs=True, fused="off",
              rl2=RL2Config(hidden=5), maml=MAMLConfig(hidden=5, adapt_steps=3, inner_steps=2, inner_lr=0.3,
-                                                      first_order=True))
+                                                      first_order=True),
+             pearl=PEARLModelConfig(hidden=5, layers=2, latent_dim=3))
+
+
+def task_for(kind: str):
+    """Harlow, or a continuous task for the kinds that need one."""
+    return HiddenDirection() if kind == "pearl" else make_task("harlow")
 
 
 def test_every_field_has_another_value_and_every_declared_field_exists():
@@ -34,7 +42,7 @@ def test_every_field_has_another_value_and_every_declared_field_exists():
 def test_undeclared_fields_change_nothing(kind):
     """Every field the kind does not declare, changed at once: the same parameter count and, from the same theta and
     seed, bitwise the same Harlow rollout (actions sampled, so the whole policy distribution is compared)."""
-    task = make_task("harlow")
+    task = task_for(kind)
     base = ModelConfig(kind=kind, **BASE)
     changed = replace(base, **{k: v for k, v in OTHER.items() if k not in config_fields(kind)})
     a = model_class(kind)(base, task.obs_dim, task.num_actions, task.action_dim)
@@ -76,5 +84,6 @@ def test_metods_declares_exactly_its_plasticity_parameters(options):
     outside = {name for name in model.spec.names if not name.startswith(READ_IN_OUT)}
     assert set(model.plasticity) == outside and {"alpha", "kappa", "beta"} <= outside
     for kind in set(MODELS) - {"metods"}:
-        other = model_class(kind)(ModelConfig(kind=kind, **BASE), task.obs_dim, task.num_actions)
+        own = task_for(kind)
+        other = model_class(kind)(ModelConfig(kind=kind, **BASE), own.obs_dim, own.num_actions, own.action_dim)
         assert other.plasticity == ()

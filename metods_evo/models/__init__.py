@@ -49,6 +49,7 @@ def build_model(cfg: RunConfig, task):
 register_model("metods", "metods_evo.models.metods:MetODS")
 register_model("rl2", "metods_evo.models.rl2:RL2")
 register_model("maml", "metods_evo.models.maml:MAML")
+register_model("pearl", "metods_evo.models.pearl:PEARL")
 register_model("random", "metods_evo.models.baselines:RandomPolicy")
 
 __all__ = ["MODELS", "MetODS", "build_model", "config_fields", "model_class", "register_model"]

@@ -47,6 +47,7 @@ register_optimizer("a2c", "metods_evo.optimizers.a2c:A2CTrainer")
 register_optimizer("ppo", "metods_evo.optimizers.ppo:PPOTrainer")
 register_optimizer("hybrid", "metods_evo.optimizers.hybrid:HybridTrainer")
 register_optimizer("pbt", "metods_evo.optimizers.pbt:PBTTrainer")
+register_optimizer("pearl", "metods_evo.optimizers.pearl:PEARLTrainer")
 
 __all__ = ["OPTIMIZERS", "OptimizerDeclaration", "Trainer", "TrainerFactory", "declaration", "make_trainer",
            "register_optimizer"]
