@@ -144,8 +144,8 @@ def test_tasks_outside_the_fast_step_go_through_metaworld():
     task._fast_task(0)
     stepper, record = task._steppers[0], task._record(0)
     assert stepper.accepts(record.attrs, record.model)
-    moved_goal = dict(record.model, site_pos=record.model["site_pos"] + 1)  # every site moved, the fingers too
-    assert not stepper.accepts(record.attrs, moved_goal)
+    moved_sites = dict(record.model, site_pos=record.model["site_pos"] + 1)  # every site moved, the fingers too
+    assert not stepper.accepts(record.attrs, moved_sites)
     goal_only = record.model["site_pos"].copy()
     goal_only[task._recorders[0].model.site("goal").id] += 1
     assert stepper.accepts(record.attrs, dict(record.model, site_pos=goal_only))

@@ -44,18 +44,19 @@ task to task is checked against its envs stepped one by one, bit for bit, for ev
 a few live views of its simulation as attributes; see ``_plain``).
 
 Meta-World's ``env.step`` costs ~1 ms (reach) to ~2 ms (push) of CPU, nearly all of it Python around ~0.25 ms of
-MuJoCo. The classes of ``metaworld_fast`` (reach-v3 and push-v3, in ML1 and in ML10) therefore take a batched
-step: the action written into every row's MuJoCo state, the MuJoCo calls of ``env.step`` made for the whole batch
-in C++ (``mujoco_batch.step_forward_rows``), the observation, reward and success computed in NumPy with
-Meta-World's own float operations, on a copy of the class's model; it is tested bit for bit against Meta-World's
-envs (``tests/test_metaworld_fast.py``). Other classes, tasks whose recorded reset the batched step does not
-model, and every row where the C++ stepper cannot compile (or with ``_use_fast_path = False``) go through
-``env.step`` row by row. ``python benchmarks/metaworld_speed.py`` (64 episodes, one thread, a 2-core AMD EPYC VM
-shared with other jobs) measured reach at 1072 env steps per CPU second through ``env.step`` and 4843 batched
-(4.5x), push at 476 and 4247 (8.9x); the batched step is then mostly MuJoCo. ``sim_threads`` threads step parts of
-the batch: the C++ stepper's, without the GIL, and worker threads with their own envs for the rest, which hold
-the GIL in Meta-World's Python and gained nothing on a busy 2-core machine; hence the default 1: parallelize
-across processes (Ray) instead. Each env holds ~20 MB.
+MuJoCo. The classes of ``metaworld_fast`` (reach-v3 and push-v3, in ML1 and in ML10) therefore take a batched step:
+the action written into every row's MuJoCo state, the MuJoCo calls of ``env.step`` made for the whole batch in C++
+(``mujoco_batch.step_forward_rows``), the observation, reward and success computed in NumPy with Meta-World's own
+float operations, on a copy of the class's model; it is tested bit for bit against Meta-World's envs
+(``tests/test_metaworld_fast.py``). Other classes, tasks whose recorded reset the batched step does not model, and
+every row where the C++ stepper cannot compile (or with ``_use_fast_path = False``) go through ``env.step`` row by
+row. ``python benchmarks/metaworld_speed.py`` (64 episodes, one thread; two runs on a 2-core AMD EPYC VM shared with
+other jobs) measured reach at 966-1072 env steps per CPU second through ``env.step`` and 4790-4843 batched
+(4.5-5.0x), push at 366-476 and 3740-4247 (8.9-10.2x), the batched step then ~75 % MuJoCo; ML10's training split,
+where 2 of 10 classes are batched, at 955 and 1067 (1.1x; ``--tasks metaworld-ml10 --steps 100``). ``sim_threads``
+threads step parts of the batch: the C++ stepper's, without the GIL, and worker threads with their own envs for the
+rest, which hold the GIL in Meta-World's Python and gained nothing on a busy 2-core machine; hence the default 1:
+parallelize across processes (Ray) instead. Each env holds ~20 MB.
 
 A simulation that goes unstable (a MuJoCo warning, or a non-finite observation or reward) ends its episode:
 ``done`` with reward 0, ``state["unstable"]`` set, the state kept from before that step.
