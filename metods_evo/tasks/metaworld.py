@@ -50,13 +50,13 @@ the action written into every row's MuJoCo state, the MuJoCo calls of ``env.step
 float operations, on a copy of the class's model; it is tested bit for bit against Meta-World's envs
 (``tests/test_metaworld_fast.py``). Other classes, tasks whose recorded reset the batched step does not model, and
 every row where the C++ stepper cannot compile (or with ``_use_fast_path = False``) go through ``env.step`` row by
-row. ``python benchmarks/metaworld_speed.py`` (64 episodes, one thread; two runs on a 2-core AMD EPYC VM shared with
-other jobs) measured reach at 966-1072 env steps per CPU second through ``env.step`` and 4790-4843 batched
-(4.5-5.0x), push at 366-476 and 3740-4247 (8.9-10.2x), the batched step then ~75 % MuJoCo; ML10's training split,
-where 2 of 10 classes are batched, at 955 and 1067 (1.1x; ``--tasks metaworld-ml10 --steps 100``). ``sim_threads``
-threads step parts of the batch: the C++ stepper's, without the GIL, and worker threads with their own envs for the
-rest, which hold the GIL in Meta-World's Python and gained nothing on a busy 2-core machine; hence the default 1:
-parallelize across processes (Ray) instead. Each env holds ~20 MB.
+row. ``python benchmarks/metaworld_speed.py`` (8 episodes x 8 individuals, one thread; two runs on a 2-core AMD EPYC
+VM shared with other jobs) measured reach at 1076-1137 env steps per CPU second through ``env.step`` and 4381-4394
+batched (3.9-4.1x), push at 424-602 and 4024-4391 (7.3-9.5x), the batched step then mostly MuJoCo; ML10's training
+split, where 2 of 10 classes are batched, at 1357 and 1686 (1.2x; ``--tasks metaworld-ml10 --steps 100``).
+``sim_threads`` threads step parts of the batch: the C++ stepper's, without the GIL, and worker threads with their
+own envs for the rest, which hold the GIL in Meta-World's Python and gained nothing on a busy 2-core machine; hence
+the default 1: parallelize across processes (Ray) instead. Each env holds ~20 MB.
 
 A simulation that goes unstable (a MuJoCo warning, or a non-finite observation or reward) ends its episode:
 ``done`` with reward 0, ``state["unstable"]`` set, the state kept from before that step.
