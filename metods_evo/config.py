@@ -407,7 +407,7 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
                     "model.fused": "any-size"},
     "ant-dir": {"es.algorithm": "snes", "es.popsize": 64, "es.episodes": 8, "model.action_reward_inputs": True,
                 "model.fused": "any-size"},
-    # A Meta-World episode is 5000 steps of Python-bound simulation (~1000 steps/s per core): the generic 256 /
+    # A Meta-World episode is 5000 simulation steps (~1000-4000 steps/s per core, by class): the generic 256 /
     # 1000 evaluation episodes would take over an hour and 15 hours. 10 periodic and 50 final episodes instead.
     "metaworld-reach": {"eval_episodes": 10, "final_eval_episodes": 50, "model.fused": "any-size"},
     "metaworld-push": {"eval_episodes": 10, "final_eval_episodes": 50, "model.fused": "any-size"},

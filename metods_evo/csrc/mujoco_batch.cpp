@@ -60,6 +60,66 @@ void step_rows(int64_t model_address, const std::vector<int64_t>& data_addresses
   }
 }
 
+// One Meta-World env step of rows of physics [B, nstate] in place, the mocap target and ctrl already written into
+// each row's state: what Meta-World's step runs on the simulation after setting them (``nstep`` mj_step, then
+// mj_rnePostConstraint as gymnasium's do_simulation, then mj_forward). Per row, after the calls: xpos of ``bodies``,
+// site_xpos of ``sites`` and geom_xmat of ``geoms`` (int64 ids) into reads [B, 3 * nbodies + 3 * nsites + 9 * ngeoms],
+// in that order; warned as in step_rows.
+void step_forward_rows(int64_t model_address, const std::vector<int64_t>& data_addresses, at::Tensor physics,
+                       at::Tensor rows, int64_t spec, int64_t nstep, at::Tensor bodies, at::Tensor sites,
+                       at::Tensor geoms, at::Tensor reads, at::Tensor warned) {
+  TORCH_CHECK(physics.dtype() == at::kDouble && physics.is_contiguous() && physics.dim() == 2, "physics");
+  TORCH_CHECK(rows.dtype() == at::kLong && rows.is_contiguous(), "rows");
+  TORCH_CHECK(warned.dtype() == at::kBool && warned.is_contiguous() && warned.size(0) == physics.size(0), "warned");
+  for (const at::Tensor& ids : {bodies, sites, geoms}) {
+    TORCH_CHECK(ids.dtype() == at::kLong && ids.is_contiguous(), "ids");
+  }
+  const mjModel* m = reinterpret_cast<const mjModel*>(model_address);
+  const int64_t nstate = physics.size(1), count = rows.size(0);
+  TORCH_CHECK(mj_stateSize(m, static_cast<unsigned int>(spec)) == nstate, "physics does not match the state spec");
+  const int64_t nb = bodies.numel(), ns = sites.numel(), ng = geoms.numel(), width = 3 * nb + 3 * ns + 9 * ng;
+  TORCH_CHECK(reads.dtype() == at::kDouble && reads.is_contiguous() && reads.dim() == 2 &&
+              reads.size(0) == physics.size(0) && reads.size(1) == width, "reads");
+  const int64_t* body = bodies.data_ptr<int64_t>();
+  const int64_t* site = sites.data_ptr<int64_t>();
+  const int64_t* geom = geoms.data_ptr<int64_t>();
+  for (int64_t k = 0; k < nb; ++k) TORCH_CHECK(body[k] >= 0 && body[k] < m->nbody, "body id");
+  for (int64_t k = 0; k < ns; ++k) TORCH_CHECK(site[k] >= 0 && site[k] < m->nsite, "site id");
+  for (int64_t k = 0; k < ng; ++k) TORCH_CHECK(geom[k] >= 0 && geom[k] < m->ngeom, "geom id");
+  double* state = physics.data_ptr<double>();
+  const int64_t* row_index = rows.data_ptr<int64_t>();
+  bool* warn = warned.data_ptr<bool>();
+  double* out = reads.data_ptr<double>();
+  std::atomic<int64_t> next(0);
+  const int threads = static_cast<int>(data_addresses.size());
+  pybind11::gil_scoped_release no_gil;
+#pragma omp parallel num_threads(threads)
+  {
+    const int worker = threads > 1 ? omp_get_thread_num() : 0;
+    mjData* d = reinterpret_cast<mjData*>(data_addresses[worker]);
+    for (int64_t k = next.fetch_add(1); k < count; k = next.fetch_add(1)) {
+      const int64_t i = row_index[k];
+      double* s = state + i * nstate;
+      mj_setState(m, d, s, static_cast<unsigned int>(spec));
+      for (int64_t step = 0; step < nstep; ++step) mj_step(m, d);
+      mj_rnePostConstraint(m, d);
+      mj_forward(m, d);
+      double* o = out + i * width;
+      for (int64_t b = 0; b < nb; ++b, o += 3) std::copy(d->xpos + 3 * body[b], d->xpos + 3 * body[b] + 3, o);
+      for (int64_t t = 0; t < ns; ++t, o += 3) std::copy(d->site_xpos + 3 * site[t], d->site_xpos + 3 * site[t] + 3, o);
+      for (int64_t g = 0; g < ng; ++g, o += 9) std::copy(d->geom_xmat + 9 * geom[g], d->geom_xmat + 9 * geom[g] + 9, o);
+      mj_getState(m, d, s, static_cast<unsigned int>(spec));
+      bool any = false;
+      for (int w = 0; w < mjNWARNING; ++w) {
+        any = any || d->warning[w].number != 0;
+        d->warning[w].number = 0;
+      }
+      if (any) warn[i] = true;
+    }
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("step_rows", torch::wrap_pybind_function(step_rows), "step_rows");
+  m.def("step_forward_rows", torch::wrap_pybind_function(step_forward_rows), "step_forward_rows");
 }

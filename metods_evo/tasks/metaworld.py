@@ -41,11 +41,22 @@ the goal marker and fixtures) and the reset state. A stepping env is set to a ta
 ``env.step`` (reward, observation and success code unchanged) and reads the state back, and a rollout boundary
 hands the episode the recorded reset state. That nothing else in a Meta-World env carries from step to step or
 task to task is checked against its envs stepped one by one, bit for bit, for every ML10 class (Meta-World keeps
-a few live views of its simulation as attributes; see ``_plain``). An env step costs ~1 ms (reach) to ~2 ms
-(push) of CPU, nearly all of it Meta-World's Python (MuJoCo's part, ~0.3 ms, releases the GIL), and the batched
-path runs at that speed: ~1000 reach or ~500 push steps per CPU second. ``sim_threads`` worker threads step
-parts of the batch, each with its own envs; with the GIL held by Meta-World's Python they gained nothing on a
-busy 2-core machine, hence the default 1: parallelize across processes (Ray) instead. Each env holds ~20 MB.
+a few live views of its simulation as attributes; see ``_plain``).
+
+Meta-World's ``env.step`` costs ~1 ms (reach) to ~2 ms (push) of CPU, nearly all of it Python around ~0.25 ms of
+MuJoCo. The classes of ``metaworld_fast`` (reach-v3 and push-v3, in ML1 and in ML10) therefore take a batched step:
+the action written into every row's MuJoCo state, the MuJoCo calls of ``env.step`` made for the whole batch in C++
+(``mujoco_batch.step_forward_rows``), the observation, reward and success computed in NumPy with Meta-World's own
+float operations, on a copy of the class's model; it is tested bit for bit against Meta-World's envs
+(``tests/test_metaworld_fast.py``). Other classes, tasks whose recorded reset the batched step does not model, and
+every row where the C++ stepper cannot compile (or with ``_use_fast_path = False``) go through ``env.step`` row by
+row. ``python benchmarks/metaworld_speed.py`` (8 episodes x 8 individuals, one thread; two runs on a 2-core AMD EPYC
+VM shared with other jobs) measured reach at 1076-1137 env steps per CPU second through ``env.step`` and 4381-4394
+batched (3.9-4.1x), push at 424-602 and 4024-4391 (7.3-9.5x), the batched step then mostly MuJoCo; ML10's training
+split, where 2 of 10 classes are batched, at 1357 and 1686 (1.2x; ``--tasks metaworld-ml10 --steps 100``).
+``sim_threads`` threads step parts of the batch: the C++ stepper's, without the GIL, and worker threads with their
+own envs for the rest, which hold the GIL in Meta-World's Python and gained nothing on a busy 2-core machine; hence
+the default 1: parallelize across processes (Ray) instead. Each env holds ~20 MB.
 
 A simulation that goes unstable (a MuJoCo warning, or a non-finite observation or reward) ends its episode:
 ``done`` with reward 0, ``state["unstable"]`` set, the state kept from before that step.
@@ -64,7 +75,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metods_evo.tasks import mujoco_batch
 from metods_evo.tasks.base import TaskState
+from metods_evo.tasks.metaworld_fast import PARAMS, REWARDS, FastStepper
 from metods_evo.tasks.mujoco_pool import MujocoPoolTask
 
 SPLITS = ("train", "test")
@@ -161,6 +174,12 @@ class MetaWorldTask(MujocoPoolTask):
         """Per class: the env that Meta-World's ``set_task`` + ``reset`` run on to record a task."""
         self._state_size = [self._mujoco.mj_stateSize(env.model, self._spec) for env in self._recorders]
         self._state_width = max(self._state_size)
+        self._use_fast_path: bool | None = None
+        """Step the classes of ``metaworld_fast`` batched (None: decided on the first step, True where the C++
+        stepper compiles); False steps every row through Meta-World's ``env.step``."""
+        self._steppers: dict[int, FastStepper] = {}
+        self._fast_params: dict[int, np.ndarray | None] = {}
+        """Per task: its ``metaworld_fast.PARAMS`` [6, 3] when the batched step takes it, else None."""
 
     # ------------------------------------------------------------------ episodes
 
@@ -253,6 +272,11 @@ class MetaWorldTask(MujocoPoolTask):
         batch = len(physics)
         out = {"obs": np.zeros((batch, self.obs_dim)), "reward": np.zeros(batch), "success": np.zeros(batch, bool),
                "warned": np.zeros(batch, bool)}
+        action = action.astype(np.float32)
+        if self._use_fast_path is None:
+            self._use_fast_path = mujoco_batch.available()
+        if self._use_fast_path:
+            rows = self._simulate_fast(rows, tasks, action, physics, frame, out)
         # Rows of one task stay together: a worker's env switches task once per task and step.
         rows = rows[np.argsort(np.asarray(tasks)[rows], kind="stable")]
         chunks = np.array_split(rows, len(self._envs))
@@ -260,7 +284,6 @@ class MetaWorldTask(MujocoPoolTask):
             for task in {tasks[i] for i in chunk}:
                 self._record(task)
                 self._env(worker, self._task_class[task])
-        action = action.astype(np.float32)
 
         def work(worker: int) -> None:
             mujoco, spec = self._mujoco, self._spec
@@ -280,6 +303,40 @@ class MetaWorldTask(MujocoPoolTask):
 
         self._run_workers(work)
         return out
+
+    def _simulate_fast(self, rows: np.ndarray, tasks: list[int], action: np.ndarray, physics: np.ndarray,
+                       frame: np.ndarray, out: dict[str, np.ndarray]) -> np.ndarray:
+        """The rows whose task the batched step (``metaworld_fast``) takes, one class at a time, into ``out``;
+        returns the other rows."""
+        task = np.asarray(tasks, dtype=np.int64)[rows]
+        fast = np.array([self._fast_task(t) is not None for t in task.tolist()], dtype=bool)
+        classes = np.asarray(self._task_class)[task]
+        for class_index in np.unique(classes[fast]).tolist():
+            chosen = fast & (classes == class_index)
+            picked, stepper = rows[chosen], self._steppers[class_index]
+            table = np.stack([self._fast_params[t] for t in task[chosen].tolist()])
+            size = stepper.state_size
+            state, frames = physics[picked, :size], frame[picked]
+            result = stepper.step(state, frames, action[picked], {name: table[:, k] for k, name in enumerate(PARAMS)})
+            physics[picked, :size], frame[picked] = state, frames
+            for name, value in result.items():
+                out[name][picked] = value
+        return rows[~fast]
+
+    def _fast_task(self, task: int) -> np.ndarray | None:
+        """``task``'s row of step parameters when the batched step takes it (decided once per task), else None."""
+        if task not in self._fast_params:
+            class_index = self._task_class[task]
+            params = None
+            if self.class_names[class_index] in REWARDS:
+                if class_index not in self._steppers:
+                    self._steppers[class_index] = FastStepper(self._env(0, class_index), self.class_names[class_index],
+                                                              self._spec, self.sim_threads)
+                record = self._record(task)
+                if self._steppers[class_index].accepts(record.attrs, record.model):
+                    params = np.stack([np.asarray(record.attrs[name], dtype=np.float64) for name in PARAMS])
+            self._fast_params[task] = params
+        return self._fast_params[task]
 
     def _env(self, worker: int, class_index: int):
         """The env of ``worker`` for a class, built on first use. One real ``set_task`` + ``reset`` gives it the

@@ -59,3 +59,21 @@ def step_rows(model, datas: list, physics: np.ndarray, rows: np.ndarray, spec: i
                      torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)), int(spec), int(nstep), rne,
                      body, empty if body_xy is None else torch.from_numpy(body_xy),
                      empty if cfrc is None else torch.from_numpy(cfrc), torch.from_numpy(warned))
+
+
+def step_forward_rows(model, datas: list, physics: np.ndarray, rows: np.ndarray, spec: int, nstep: int, *,
+                      bodies: list[int], sites: list[int], geoms: list[int], reads: np.ndarray,
+                      warned: np.ndarray) -> None:
+    """Meta-World's simulation calls for ``physics[rows]`` in place (``nstep`` ``mj_step``, ``mj_rnePostConstraint``,
+    ``mj_forward``), then the ``xpos`` of ``bodies``, ``site_xpos`` of ``sites`` and ``geom_xmat`` of ``geoms`` of each
+    row into ``reads`` [B, 3 * len(bodies) + 3 * len(sites) + 9 * len(geoms)] (``csrc/mujoco_batch.cpp``)."""
+    module = _load()[0]
+    if module is None:
+        raise RuntimeError(f"the batched MuJoCo stepper is unavailable: {_load()[1]}")
+
+    def ids(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int64)
+
+    module.step_forward_rows(model._address, [d._address for d in datas], torch.from_numpy(physics),
+                             torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)), int(spec), int(nstep),
+                             ids(bodies), ids(sites), ids(geoms), torch.from_numpy(reads), torch.from_numpy(warned))
