@@ -26,7 +26,7 @@ from metods_evo.paired import paired as paired_comparison
 from metods_evo.reproduce import EXPERIMENTS
 from metods_evo.reproduce import reproduce as run_reproduce
 from metods_evo.runs import AGENT_CHOICES, RunDir
-from metods_evo.tasks import TASKS, make_task
+from metods_evo.tasks import TASKS
 
 
 class OneLineErrors(click.Group):
@@ -107,13 +107,13 @@ def tasks() -> None:
     click.echo(f"{'task':<{width}} {'obs':>4} {'actions':>9} {'max steps':>9}  description")
     for task_id, spec in sorted(TASKS.items()):
         try:
-            task = make_task(task_id)
+            obs_dim, num_actions, action_dim, max_steps = spec.describe()
         except ImportError as error:  # an optional simulator that is not installed
             missing = f"[{error.name} not installed]"
             click.echo(f"{task_id:<{width}} {'-':>4} {'-':>9} {'-':>9}  {spec.description} {missing}")
             continue
-        actions = task.num_actions or f"{task.action_dim} (cont.)"
-        click.echo(f"{task_id:<{width}} {task.obs_dim:>4} {actions!s:>9} {task.max_steps:>9}  {spec.description}")
+        actions = num_actions or f"{action_dim} (cont.)"
+        click.echo(f"{task_id:<{width}} {obs_dim:>4} {actions!s:>9} {max_steps:>9}  {spec.description}")
 
 
 @main.command()

@@ -48,6 +48,11 @@ def test_task_contract(task_id):
     assert (done_at >= 0).all(), "every episode ends within max_steps"
     metrics = task.episode_metrics(torch.zeros(task.max_steps, 7), torch.full((7,), task.max_steps))
     assert "return" in metrics and metrics["return"].shape == (7,)
+    # what `metods-evo tasks` lists without building the task is what the built task has
+    spec = TASKS[task_id]
+    options = spec.options() | QUICK_OPTIONS.get(task_id, {})
+    described = spec.load_class().describe(**options)
+    assert described == (task.obs_dim, task.num_actions, task.action_dim, task.max_steps)
 
 
 @pytest.mark.slow

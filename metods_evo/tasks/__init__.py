@@ -46,6 +46,10 @@ class TaskSpec:
                              f"{', '.join(sorted(known)) or 'none'}")
         return self.load_class()(device=device, **{**self.defaults, **options})
 
+    def describe(self) -> tuple[int, int, int, int]:
+        """``(obs_dim, num_actions, action_dim, max_steps)`` with the default options (``Task.describe``)."""
+        return self.load_class().describe(**self.options())
+
 
 TASKS: Registry[TaskSpec] = Registry("task")
 

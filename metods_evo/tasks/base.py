@@ -9,7 +9,7 @@ passes, which makes every episode reproducible from a seed.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -36,6 +36,14 @@ class Task:
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
+
+    @classmethod
+    def describe(cls, **options: Any) -> tuple[int, int, int, int]:
+        """``(obs_dim, num_actions, action_dim, max_steps)`` of the task built with ``options``, for listings
+        (``metods-evo tasks``). This builds it; a task whose construction is slow overrides it with what it knows
+        without building (an ``ImportError`` where its simulator is missing, as building would raise)."""
+        task = cls(**options)
+        return task.obs_dim, task.num_actions, task.action_dim, task.max_steps
 
     @property
     def discrete(self) -> bool:

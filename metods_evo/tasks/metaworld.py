@@ -181,6 +181,12 @@ class MetaWorldTask(MujocoPoolTask):
         self._fast_params: dict[int, np.ndarray | None] = {}
         """Per task: its ``metaworld_fast.PARAMS`` [6, 3] when the batched step takes it, else None."""
 
+    @classmethod
+    def describe(cls, **options: Any) -> tuple[int, int, int, int]:
+        """Without building the benchmark (ML10's takes tens of seconds)."""
+        _import_metaworld()
+        return cls.obs_dim, cls.num_actions, cls.action_dim, options["rollouts"] * options["rollout_steps"]
+
     # ------------------------------------------------------------------ episodes
 
     def reset(self, num_envs: int, generator: torch.Generator) -> tuple[TaskState, Tensor]:
