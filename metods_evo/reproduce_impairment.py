@@ -22,8 +22,9 @@ The arms, and why:
   (and is scored) with sampled actions: at the greedy action the log-likelihood's gradient with respect to the
   mean is zero, so its inner REINFORCE step would not move the policy.
 * **pearl: its own optimizer, 2 M env steps.** Off-policy, PEARL is bound by its gradient steps, not by samples:
-  at its defaults (100 updates per 3,200 env steps, ~5 s) 2 M steps take about as long as 40 M of ES. Its budget
-  keeps the wall time, not the env steps, comparable.
+  at its defaults (100 updates per 3,200 env steps) 2 M steps take about as long as 40 M of ES on cheetah-dir (45
+  min against 33-41 min per arm on a 2-core machine: docs/getting-started.md). Its budget keeps the wall time, not
+  the env steps, comparable.
 """
 
 from __future__ import annotations
