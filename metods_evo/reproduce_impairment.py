@@ -170,7 +170,7 @@ def format_table(task: str, rows: list[dict], seeds: int, budgets: dict[str, int
               "(intact, then each actuator frozen): the same seeded episodes for every setting and for every agent of "
               "a seed; a cell is return(actuator frozen) / return(intact) of the same agent, n/a where the intact "
               "return is not positive; ± is the standard deviation over seeds (n - 1).",
-              f"- env steps of training: {spent}.",
+              f"- training budgets (env steps): {spent}.",
               "- paper: Chalvidal et al. (2022) report that MetODS keeps more of its performance than MAML and RL²."]
     return "\n".join(lines) + "\n"
 
@@ -196,22 +196,23 @@ def plot(rows: list[dict], path: Path, *, title: str) -> Path:
 
     groups = list(dict.fromkeys(g for row in rows for g in row["groups"]))
     actuators = rows[0]["actuators"]
-    fig, axes = plt.subplots(1, len(groups), figsize=(1.5 + 0.35 * len(rows) * len(actuators) * len(groups), 4),
-                             constrained_layout=True, squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(2.5 + 0.3 * len(rows) * len(actuators), 1 + 2.6 * len(groups)),
+                             constrained_layout=True, squeeze=False, sharex=True)
     width = 0.8 / len(rows)
-    for ax, group in zip(axes[0], groups):
+    nan = float("nan")  # no bar (n/a: intact return not positive), no error bar (one seed)
+    for ax, group in zip(axes[:, 0], groups):
         for i, row in enumerate(rows):
             kept = row["groups"].get(group, {}).get("kept", {})
             stats = [moments(kept.get(k, [])) for k in actuators]
-            ax.bar([x + i * width for x in range(len(actuators))], [m if m is not None else 0.0 for m, _, _ in stats],
-                   width, yerr=[s or 0.0 for _, s, _ in stats], capsize=2, label=row["agent"])
-        ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(actuators))], actuators)
-        ax.set_xlabel("actuator frozen")
+            ax.bar([x + i * width for x in range(len(actuators))], [nan if m is None else m for m, _, _ in stats],
+                   width, yerr=[nan if s is None else s for _, s, _ in stats], capsize=2, label=row["agent"])
         ax.axhline(0.0, color="gray", lw=0.6)
         ax.axhline(1.0, color="gray", lw=0.6, ls="--")
-        ax.set_title("all episodes" if group == "all" else f"{group} episodes")
-    axes[0][0].set_ylabel("fraction of the intact return")
-    axes[0][0].legend(fontsize=8)
+        ax.set_ylabel("fraction of intact return")
+        ax.set_title("all episodes" if group == "all" else f"{group} episodes", fontsize=10)
+    axes[-1, 0].set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(actuators))], actuators)
+    axes[-1, 0].set_xlabel("actuator frozen")
+    axes[0, 0].legend(fontsize=8, ncols=len(rows))
     fig.suptitle(title)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)  # then renamed: a kill mid-write never leaves a truncated figure
