@@ -12,6 +12,9 @@ paper's format beside the paper's numbers (Chalvidal et al., NeurIPS 2022, Table
     COMMAND.md                     the command line, date and machine
 
 ``--quick`` shrinks everything (budgets, models, episodes) to a smoke run for tests; its numbers mean nothing.
+
+An experiment trains its arms here and tabulates itself (``tabulate``): the paper tables above, or the robot-impairment
+comparison (``reproduce_impairment.py``: impairment.md / .csv / .png), registered in ``EXPERIMENTS`` with one line.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ IMPAIRMENT_EXPERIMENTS = {
 def _report(path: Path, episodes: int) -> dict[str, Any]:
     """The run's impairment report (every actuator, the final evaluation's seed), as saved in impairment.json; a
     saved report with other episodes, seed or actuators (e.g. from `metods-evo impairment`) is made again."""
-    run, cfg, theta, _ = open_agent(path)
+    _, cfg, theta, _ = open_agent(path)
     actuators = list(range(validate_task(cfg.task, cfg.task_options).action_dim))
     seed = final_seed(cfg)
     saved = path / "impairment.json"
