@@ -15,12 +15,12 @@ direction (Chalvidal et al. 2022 claim that MetODS keeps more than RL² and MAML
 The arms, and why:
 
 * **metods, rl2, maml: ES, the task's preset** (SNES, popsize 64, 8 episodes per individual), 40 M env steps each
-  (the budget at which SNES learnt cheetah-dir). ES is the optimizer that learnt the direction tasks here (PPO's
-  BPTT through MetODS's plastic dynamics blew up on cheetah-dir; PGPE stood still), and one optimizer, population
-  and budget for the three recurrent / adaptive agents makes the table compare the agents, not their optimizers.
-  RL² and MAML under PPO have not been run on these tasks. MAML adapts after K = 100 of its 200 steps, and acts
-  (and is scored) with sampled actions: at the greedy action the log-likelihood's gradient with respect to the
-  mean is zero, so its inner REINFORCE step would not move the policy.
+  (the budget at which SNES learnt cheetah-dir). ES is the optimizer that learnt cheetah-dir here, PPO is unstable
+  through MetODS's plastic dynamics and through MAML's inner step on it (RL² under PPO is stable, not yet shown to learn
+  it: docs/lab-notes.md), and one optimizer, population and budget for the three makes the table compare the
+  agents, not their optimizers. MAML adapts after K = 100 of its 200 steps, and acts (and is scored) with sampled
+  actions: at the greedy action the log-likelihood's gradient with respect to the mean is zero, so its inner
+  REINFORCE step would not move the policy.
 * **pearl: its own optimizer, 2 M env steps.** Off-policy, PEARL is bound by its gradient steps, not by samples:
   at its defaults (100 updates per 3,200 env steps) 2 M steps take about as long as 40 M of ES on cheetah-dir (45
   min against 33-41 min per arm on a 2-core machine: docs/getting-started.md). Its budget keeps the wall time, not
