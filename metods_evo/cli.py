@@ -358,7 +358,7 @@ def ablate(task, variants, optimizer, seeds, budget_steps, out, sets, threshold,
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Seeds 0..N-1 per agent. [default: 1 for a paper table, the headline's own for a headline]")
 @click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Fresh evaluation episodes per setting and seed (paper tables).")
+              help="Fresh evaluation episodes per setting and seed (paper tables; impairment: per actuator frozen).")
 @click.option("--quick", is_flag=True, help="A smoke run: tiny budgets and models (for tests; numbers mean nothing).")
 @click.option("--out", default=None, help="Output directory; an existing one is resumed. [default: runs/<EXPERIMENT>]")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -368,9 +368,11 @@ def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
     """Re-make a result from scratch with today's code.
 
     EXPERIMENT is one of the paper's tables (maze-table | harlow: MetODS and the baselines beside the paper's
-    numbers, table.md) or one or more of the README's headline results, comma-separated, or `headlines` for all
-    of them (the reproduction gate: each trained on every seed, a pass/fail table in gate.md; exit code 1 when a
-    seed misses its threshold).
+    numbers, table.md), its robot-impairment comparison (impairment-cheetah | impairment-ant: MetODS, RL², MAML
+    and PEARL trained on the intact robot, then scored with each actuator frozen, impairment.md; hours per seed)
+    or one or more of the README's headline results, comma-separated, or `headlines` for all of them (the
+    reproduction gate: each trained on every seed, a pass/fail table in gate.md; exit code 1 when a seed misses
+    its threshold).
     """
     names = list(HEADLINES) if experiment == "headlines" else [n.strip() for n in experiment.split(",") if n.strip()]
     if experiment in EXPERIMENTS:
@@ -379,7 +381,7 @@ def reproduce(experiment, seeds, episodes, quick, out, jobs, progress) -> None:
             experiment, out, seeds=seeds or 1, quick=quick, episodes=episodes, jobs=jobs, progress=progress,
             command=this_command()))
         click.echo(result["table"])
-        click.echo(f"files in {out}: table.md, table.csv, training.md, training.png")
+        click.echo(f"files in {out}: {', '.join(result['files'])}")
         return
     unknown = [n for n in names if n not in HEADLINES]
     if unknown or not names:

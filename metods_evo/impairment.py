@@ -68,8 +68,9 @@ def format_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict[str, Any], folder: Path) -> list[Path]:
-    """impairment.json, impairment.md and impairment.png in ``folder`` (each written to a temp file, then renamed)."""
+def write(result: dict[str, Any], folder: Path, figure: bool = True) -> list[Path]:
+    """impairment.json, impairment.md and (``figure``) impairment.png in ``folder`` (each written to a temp file,
+    then renamed)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in (("impairment.json", json.dumps(result, indent=2)), ("impairment.md", format_markdown(result))):
@@ -77,7 +78,8 @@ def write(result: dict[str, Any], folder: Path) -> list[Path]:
         tmp.write_text(text)
         tmp.replace(folder / name)
         paths.append(folder / name)
-    paths.append(plot(result, folder / "impairment.png"))
+    if figure:
+        paths.append(plot(result, folder / "impairment.png"))
     return paths
 
 

@@ -12,6 +12,9 @@ paper's format beside the paper's numbers (Chalvidal et al., NeurIPS 2022, Table
     COMMAND.md                     the command line, date and machine
 
 ``--quick`` shrinks everything (budgets, models, episodes) to a smoke run for tests; its numbers mean nothing.
+
+An experiment trains its arms here and tabulates itself (``tabulate``): the paper tables above, or the robot-impairment
+comparison (``reproduce_impairment.py``: impairment.md / .csv / .png), registered in ``EXPERIMENTS`` with one line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from metods_evo.config import ConfigError, generation_seed
 from metods_evo.evaluate import FINAL_STREAM, evaluate_theta, to_json
 from metods_evo.experiments import Arm, run_arms
+from metods_evo.reproduce_impairment import IMPAIRMENT_EXPERIMENTS, ImpairmentExperiment
 from metods_evo.runs import RunDir, atomic_write_bytes
 
 
@@ -55,11 +59,21 @@ class Experiment:
     quick: dict[str, str] = field(default_factory=dict)
     """Extra overrides of ``--quick``."""
 
+    def tabulate(self, out: Path, seeds: int, budget: int, episodes: int, quick: bool) -> dict[str, Any]:
+        """Each run's evaluation on every setting (cached in the run), then table.md and table.csv."""
+        reports = {arm.label: [_evaluations(self, out / arm.label / f"seed{s}", episodes) for s in range(seeds)]
+                   for arm in self.arms}
+        rows = [_row(self, label, runs) for label, runs in reports.items()]
+        table = format_paper_table(self, rows, seeds, budget, episodes, quick)
+        atomic_write_bytes(out / "table.md", table.encode())
+        atomic_write_bytes(out / "table.csv", _csv(self, rows).encode())
+        return {"table": table, "rows": rows, "files": ["table.md", "table.csv", "training.md", "training.png"]}
+
 
 NO_TRAINING = 1  # env steps: one tiny generation, so that the random agent has a run directory like the others
 RANDOM = Arm("random", "es", (("model.kind", "random"), ("es.popsize", "2"), ("es.episodes", "1")))
 
-EXPERIMENTS: dict[str, Experiment] = {
+EXPERIMENTS: dict[str, Experiment | ImpairmentExperiment] = {
     "maze-table": Experiment(
         task="maze",
         # metods: PPO's maze preset. metods-s1-n96-w0-pre-g0.8-mb8: MetODS as the paper defines it at the settings
@@ -100,20 +114,22 @@ EXPERIMENTS: dict[str, Experiment] = {
         budgets={"random": NO_TRAINING},
         quick={"ppo.episodes": "8", "model.n": "8", "model.rl2.hidden": "8", "model.maml.hidden": "8"},
     ),
+    **IMPAIRMENT_EXPERIMENTS,  # robot impairment on cheetah-dir and ant-dir (reproduce_impairment.py)
 }
 QUICK_BUDGET, QUICK_EPISODES = 600, 32
 
 
 def reproduce(name: str, out_dir: str | os.PathLike, *, seeds: int = 1, quick: bool = False,
               episodes: int = 1000, jobs: int = 1, progress: bool = True, command: str | None = None) -> dict:
-    """Train, evaluate and tabulate experiment ``name``; returns ``{"table": markdown, "rows": [...]}``."""
+    """Train, evaluate and tabulate experiment ``name``; returns ``{"table": markdown, "rows": [...], "files":
+    [names written in out_dir]}``."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
     if seeds < 1 or episodes < 1:
         raise ConfigError(f"seeds and episodes must be >= 1 (got {seeds}, {episodes})")
     exp = EXPERIMENTS[name]
     budget = QUICK_BUDGET if quick else exp.budget_steps
-    episodes = min(episodes, QUICK_EPISODES) if quick else episodes
+    played = min(episodes, QUICK_EPISODES) if quick else episodes
     overrides = dict(exp.quick) if quick else {}
     if quick:
         overrides |= {"eval_episodes": "8", "final_eval_episodes": "8"}
@@ -121,16 +137,10 @@ def reproduce(name: str, out_dir: str | os.PathLike, *, seeds: int = 1, quick: b
                                                      if a.label in exp.budgets else ()))
             for a in exp.arms]
     again = shlex.join(["metods-evo", "reproduce", name, "--seeds", str(seeds), "--out", str(out_dir),
+                        *(["--episodes", str(episodes)] if episodes != 1000 else []),
                         *(["--quick"] if quick else []), *(["--jobs", str(jobs)] if jobs > 1 else [])])
     run_arms("training", exp.task, arms, seeds, budget, out_dir, overrides, None, progress, jobs, command, again)
-    reports = {arm.label: [_evaluations(exp, Path(out_dir) / arm.label / f"seed{s}", episodes)
-                           for s in range(seeds)] for arm in exp.arms}
-    rows = [_row(exp, label, runs) for label, runs in reports.items()]
-    table = format_paper_table(exp, rows, seeds, budget, episodes, quick)
-    out = Path(out_dir)
-    atomic_write_bytes(out / "table.md", table.encode())
-    atomic_write_bytes(out / "table.csv", _csv(exp, rows).encode())
-    return {"table": table, "rows": rows}
+    return exp.tabulate(Path(out_dir), seeds, budget, played, quick)
 
 
 def _evaluations(exp: Experiment, path: Path, episodes: int) -> dict[str, dict]:

@@ -308,6 +308,11 @@ def cheetah_dir(root: Path) -> tuple[str, list[str]]:
               "training; score = the fraction of the intact return kept.", "", *first_table(impairment)]
     if score:
         lines += ["", f"Mean impairment score: **{score.group(1)}**."]
+    lines += ["", "The paper's comparison (MetODS keeps more of its return than RL² and MAML) is `metods-evo reproduce "
+              "impairment-cheetah` (`impairment-ant` on ant-dir): MetODS, RL² and MAML trained by ES at 40 M env steps "
+              "and PEARL at 2 M, each agent scored like this one, mean ± std over seeds "
+              "([getting started](getting-started.md#experiments-many-runs-one-table)); about 2.5 h of training per "
+              "seed in one process on this machine, not run yet."]
     readme = [f"| cheetah-dir (hidden direction) | MetODS, {_optimizer(cfg)}, {_steps(report['env_steps'])} steps | "
               f"return **{groups['forward']['metrics']['return']['mean']:.0f}** forward, "
               f"**{groups['backward']['metrics']['return']['mean']:.0f}** backward | {_link('cheetah-dir-snes', '')} |"]
