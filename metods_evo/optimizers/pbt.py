@@ -3,7 +3,8 @@
 The members' thetas are one ``[K, D]`` tensor, the population axis P = K of the model and the rollout: each update
 plays ``ppo.episodes`` episodes per member in one batched rollout (every member the same episodes and action noise,
 the rollout's common random numbers, so member k plays exactly what a lone PPO run with its theta would), then runs
-PPO's epochs over whole episodes (``ppo.py``) with the members side by side. The loss is the sum of the members'
+PPO's epochs over whole episodes (``ppo.py``) with the members side by side, in a minibatch order drawn from a stream
+of its own (the same for every member). The loss is the sum of the members'
 independent losses, so one backward pass gives every member its own gradient; gradients are clipped per member and
 stepped by an Adam over ``[K, D]`` with a learning rate per member. Each member has its own lr, entropy_coef and
 value_coef (``[K]`` each) and its own KL early stop (a member that stopped adds no loss for the rest of the update).
@@ -12,6 +13,11 @@ Every ``pbt.interval`` updates the members are ranked by their mean training ret
 ``pbt.fraction`` copy theta, Adam state and hyperparameters of a random member of the top fraction (exploit), and
 each copied hyperparameter is multiplied by ``pbt.perturb`` or its inverse at random (explore). All draws come from
 ``generation_seed``: a run, and its resume, are deterministic.
+
+The updates run in ``MemberGroup``s: one over every member in this process, or one per Ray actor, each over a
+contiguous share (``pbt.num_actors``, ``pbt_ray.py``). No draw depends on the group, so the split changes no float.
+The trainer (the driver) keeps every member's state, ranks, copies and perturbs; a group whose actor is lost costs its
+members (``alive``), not the run.
 """
 
 from __future__ import annotations
