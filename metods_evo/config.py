@@ -270,8 +270,8 @@ class PBTConfig:
     random, then kept within a factor of 10 of the ppo section's value."""
     num_actors: int = 0
     """Ray actors to spread the members over (0: every member in this process), each holding a contiguous share of
-    them (at most pbt.members actors). The result is the same float for float whatever the number; an actor that
-    dies costs its members, not the run. On several machines: ``ray start --head`` there, RAY_ADDRESS here."""
+    them (at most pbt.members actors); training is the same float for float whatever the number. An actor that dies
+    costs its members, not the run. Several machines: ray start on each, RAY_ADDRESS here (docs/optimizers.md)."""
     threads_per_actor: int = 1
     """torch threads (and Ray CPUs) of each actor (keeps actors x threads <= cores)."""
 

@@ -97,8 +97,8 @@ def exploit(members: dict[str, Tensor], score: Tensor, fraction: float, perturb:
 
 
 def member_memory_stats(model, model_state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``memory_stats`` of each member on its own (``[k]`` per key), so that a group's statistics do not depend on
-    which other members share its batch."""
+    """``memory_stats`` of each member on its own (``[k]`` per key), to be averaged over the live members. They read
+    the state at the rollout's last step, so they still depend on how long the group's longest episode ran."""
     state_stats = getattr(model, "state_stats", None)
     if state_stats is None or not model_state:
         return {}
@@ -111,9 +111,9 @@ class MemberGroup:
     """Some members of the population (all of them in one process, a contiguous share in each Ray actor,
     ``pbt_ray.py``): their theta, Adam state and hyperparameters (``members``: ``theta``, ``adam.step``,
     ``adam.exp_avg``, ``adam.exp_avg_sq`` and ``HYPERPARAMETERS``, leading axis k) and PPO's update of them as one
-    batch. Each update draws its episodes, action noise and minibatch order from ``generation_seed(seed,
-    generation)``, the same for every member whatever its group (the rollout's common random numbers), so a
-    member's update does not depend on how the population is split."""
+    batch. Each update draws its episodes and action noise (the rollout's common random numbers) and its minibatch
+    order from seeds of ``(seed, generation)``, the same for every member whatever its group, so a member's update
+    does not depend on how the population is split."""
 
     def __init__(self, cfg: RunConfig, task=None, model=None):
         self.pg, self.seed = cfg.ppo, cfg.seed
@@ -316,7 +316,7 @@ class PBTTrainer(OptimizerDeclaration):
                                                                  state["adam"].items()},
                         **{k: v.to(device) for k, v in state["hypers"].items()}}
         self.score, self.interval_sum = state["score"].to(device), state["interval_sum"].to(device)
-        self.alive = state.get("alive", torch.ones(self.theta.shape[0], dtype=torch.bool)).to(device)
+        self.alive = state.get("alive", torch.ones(self.theta.shape[0], dtype=torch.bool)).to(device).clone()
         self.interval_count = state["interval_count"]
         self.generation, self.env_steps = state["generation"], state["env_steps"]
         self.pool_current = False
