@@ -108,12 +108,13 @@ def test_a_lost_group_costs_its_members_only():
 # ---------------------------------------------------------------------------------------------- over Ray actors
 @pytest.fixture(scope="module")
 def local_ray():
-    """A 2-CPU local Ray instance without the dashboard (as tests/test_ray.py starts it)."""
+    """A local Ray instance without the dashboard (as tests/test_ray.py starts it), with 3 logical CPUs: the shared
+    pair of actors holds 2 while the resume test starts a third (idle actors cost no core)."""
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
         except Exception as error:  # e.g. a sandbox that forbids the processes or sockets Ray needs
             pytest.skip(f"a local Ray instance could not start here: {type(error).__name__}: {error}")
     yield ray
@@ -121,22 +122,34 @@ def local_ray():
         ray.shutdown()
 
 
-@pytest.mark.slow
-def test_actors_train_like_one_process_and_resume_on_fresh_actors(local_ray):
-    """Two actors against one process over 4 updates (2 exploit steps); the checkpoint after 2 of them, loaded by a
-    trainer with one fresh actor, continues to the same floats."""
+@pytest.fixture(scope="module")
+def two_actors(local_ray):
+    """4 updates (2 exploit steps) of 4 members on two actors (members 0-1 and 2-3) and in one process: the trainers,
+    their metrics rows and the actors' checkpoint after 2 updates. Shared by this module's tests, which start no
+    other pair of actors (each start is the slow part); the last test kills these actors."""
     torch.set_num_threads(1)
     local = PBTTrainer(make_config("harlow", "pbt", SMALL))
     remote = PBTTrainer(make_config("harlow", "pbt", SMALL | {"pbt.num_actors": "2"}))
-    try:
-        assert [rows for rows in remote.pool.rows] == [slice(0, 2), slice(2, 4)]
-        rows = [comparable(local.step()) for _ in range(4)]
-        remote_rows = [comparable(remote.step()) for _ in range(2)]
-        halfway = remote.state_dict()
-        remote_rows += [comparable(remote.step()) for _ in range(2)]
-        assert remote_rows == rows and same_state(remote.state_dict(), local.state_dict())
-    finally:
-        remote.close()
+    rows = [comparable(local.step()) for _ in range(4)]
+    remote_rows = [comparable(remote.step()) for _ in range(2)]
+    halfway = remote.state_dict()
+    remote_rows += [comparable(remote.step()) for _ in range(2)]
+    yield local, remote, rows, remote_rows, halfway
+    remote.close()
+
+
+@pytest.mark.slow
+def test_two_actors_train_like_one_process(two_actors):
+    local, remote, rows, remote_rows, _ = two_actors
+    assert remote.pool.rows == [slice(0, 2), slice(2, 4)] and all(actor is not None for actor in remote.pool.actors)
+    assert remote_rows == rows and same_state(remote.state_dict(), local.state_dict())
+
+
+@pytest.mark.slow
+def test_resume_on_a_fresh_actor_continues_exactly(two_actors):
+    """The two actors' checkpoint after 2 updates, loaded by a trainer with one fresh actor, continues to the same
+    floats as the uninterrupted run."""
+    local, _, rows, _, halfway = two_actors
     resumed = PBTTrainer(make_config("harlow", "pbt", SMALL | {"pbt.num_actors": "1"}))
     try:
         resumed.load_state_dict(halfway)
@@ -147,26 +160,21 @@ def test_actors_train_like_one_process_and_resume_on_fresh_actors(local_ray):
 
 
 @pytest.mark.slow
-def test_a_killed_actor_costs_its_members_not_the_run(local_ray, caplog):
-    """``ray.kill`` of the second actor after an update: its members are dead from then on, the first actor's go on
-    (and the driver's checkpoint continues exactly without any actor); killing the last stops the run."""
-    torch.set_num_threads(1)
-    remote = PBTTrainer(make_config("harlow", "pbt", SMALL | {"pbt.num_actors": "2"}))
-    try:
+def test_a_killed_actor_costs_its_members_not_the_run(two_actors, local_ray, caplog):
+    """``ray.kill`` of the second actor: its members are dead from then on, the first actor's go on (and the
+    driver's checkpoint continues exactly without any actor); killing the last stops the run."""
+    _, remote, _, _, _ = two_actors
+    local_ray.kill(remote.pool.actors[1])
+    before = remote.theta.clone()
+    with caplog.at_level(logging.WARNING, logger="metods_evo.optimizers.pbt_ray"):
+        row = remote.step()
+    assert "members 2-3" in caplog.text and remote.pool.actors[1] is None
+    assert row["pbt/members_alive"] == 2 and remote.alive.tolist() == [True, True, False, False]
+    assert torch.equal(remote.theta[2:], before[2:]) and not torch.equal(remote.theta[:2], before[:2])
+    local = PBTTrainer(make_config("harlow", "pbt", SMALL))  # the checkpoint needs no actor to go on
+    local.load_state_dict(remote.state_dict())
+    assert comparable(local.step()) == comparable(remote.step())  # generation 6: an exploit step among 0 and 1
+    assert same_state(local.state_dict(), remote.state_dict())
+    local_ray.kill(remote.pool.actors[0])
+    with pytest.raises(RunError, match="every PBT member's Ray actor is lost"):
         remote.step()
-        local_ray.kill(remote.pool.actors[1])
-        before = remote.theta.clone()
-        with caplog.at_level(logging.WARNING, logger="metods_evo.optimizers.pbt_ray"):
-            row = remote.step()
-        assert "members 2-3" in caplog.text and remote.pool.actors[1] is None
-        assert row["pbt/members_alive"] == 2 and remote.alive.tolist() == [True, True, False, False]
-        assert torch.equal(remote.theta[2:], before[2:]) and not torch.equal(remote.theta[:2], before[:2])
-        local = PBTTrainer(make_config("harlow", "pbt", SMALL))  # the checkpoint needs no actor to go on
-        local.load_state_dict(remote.state_dict())
-        assert comparable(local.step()) == comparable(remote.step())
-        assert same_state(local.state_dict(), remote.state_dict())
-        local_ray.kill(remote.pool.actors[0])
-        with pytest.raises(RunError, match="every PBT member's Ray actor is lost"):
-            remote.step()
-    finally:
-        remote.close()
