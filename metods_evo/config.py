@@ -268,6 +268,12 @@ class PBTConfig:
     perturb: float = 1.25
     """Explore: each copied hyperparameter (lr, entropy_coef, value_coef) is multiplied by this or its inverse at
     random, then kept within a factor of 10 of the ppo section's value."""
+    num_actors: int = 0
+    """Ray actors to spread the members over (0: every member in this process), each holding a contiguous share of
+    them (at most pbt.members actors); training is the same float for float whatever the number. An actor that dies
+    costs its members, not the run. Several machines: ray start on each, RAY_ADDRESS here (docs/optimizers.md)."""
+    threads_per_actor: int = 1
+    """torch threads (and Ray CPUs) of each actor (keeps actors x threads <= cores)."""
 
 
 @dataclass
@@ -678,6 +684,7 @@ RANGES = {
     "ppo.epochs": ">= 1", "ppo.minibatches": ">= 1", "ppo.clip": "> 0", "ppo.target_kl": ">= 0",
     "hybrid.es_fraction": "(0, 1)",
     "pbt.members": "[2, 256]", "pbt.interval": ">= 1", "pbt.fraction": "(0, 0.5]", "pbt.perturb": "> 1",
+    "pbt.num_actors": f"[0, {MAX_THREADS}]", "pbt.threads_per_actor": f"[1, {MAX_THREADS}]",
     "model.pearl.hidden": ">= 1", "model.pearl.layers": ">= 1", "model.pearl.latent_dim": ">= 1",
     "pearl.trials": ">= 1", "pearl.trial_episodes": ">= 1", "pearl.initial_trials": ">= 1", "pearl.updates": ">= 0",
     "pearl.batch_tasks": ">= 1", "pearl.batch_size": ">= 1", "pearl.context_size": ">= 1",

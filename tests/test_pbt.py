@@ -7,8 +7,8 @@ import pytest
 import torch
 from helpers import cli, refused
 
-from metods_evo.config import PBTConfig, make_config
-from metods_evo.optimizers.pbt import HYPERPARAMETERS, PBTTrainer, adam, adam_state, exploit
+from metods_evo.config import PBTConfig, generation_seed, make_config
+from metods_evo.optimizers.pbt import HYPERPARAMETERS, ORDER_STREAM, PBTTrainer, adam, adam_state, exploit
 from metods_evo.optimizers.ppo import PPOTrainer
 from metods_evo.rollout import rollout
 from metods_evo.train import make_trainer
@@ -20,28 +20,39 @@ SMALL = {"model.n": "4", "model.depth": "1", "ppo.episodes": "4", "ppo.minibatch
 
 
 @pytest.mark.slow
-def test_members_train_exactly_as_lone_ppo_runs(bandit_task):
+def test_members_train_exactly_as_lone_ppo_runs(bandit_task, monkeypatch):
     """With exploit out of reach (interval > the run), member k is a PPO run from its own theta with its own
-    hyperparameters on the same episodes (common random numbers): its theta after 3 updates is that run's. A small
-    target_kl stops members at different epochs, so the per-member early stop is exercised too."""
+    hyperparameters on the same episodes (common random numbers) and the same minibatch order (PBT draws it from a
+    stream of its own, ORDER_STREAM: the lone runs are given it too): its theta after 3 updates is that run's. A
+    small target_kl stops members at different epochs, so the per-member early stop is exercised too."""
     cfg = make_config(bandit_task, "pbt", SMALL | {"generations": "3", "pbt.interval": "100", "ppo.epochs": "4",
                                                    "ppo.target_kl": "0.0005"})
     pbt = PBTTrainer(cfg)
     start, hypers = pbt.theta.clone(), {k: v.clone() for k, v in pbt.hypers.items()}
     assert all(float(hypers[name][0]) == getattr(cfg.ppo, name) for name in HYPERPARAMETERS)  # member 0: as given
     assert all(len(set(hypers[name].tolist())) == cfg.pbt.members for name in HYPERPARAMETERS)
-    updates, update = [], pbt.update
-    pbt.update = lambda *args: (out := update(*args), updates.append(out[2]["pg/updates"]))[0]
+    updates, group = [], pbt.pool.group
+    update = group.update
+    group.update = lambda *args: (out := update(*args), updates.append(out[2]["pg/updates"]))[0]
     for _ in range(3):
         pbt.step()
     updates = torch.stack(updates)  # [update, member]: each member's minibatch steps
     assert not (updates == updates[:, :1]).all()  # the members stopped at different epochs
+    randperm, orders = torch.randperm, {}
+
+    def pbt_order(n, *, generator, device):  # the lone run's minibatch order: PBT's stream of this update
+        if ppo.generation not in orders:
+            orders[ppo.generation] = torch.Generator().manual_seed(generation_seed(cfg.seed, ppo.generation,
+                                                                                   ORDER_STREAM))
+        return randperm(n, generator=orders[ppo.generation], device=device)
+
+    monkeypatch.setattr(torch, "randperm", pbt_order)
     for k in range(cfg.pbt.members):
         lone = make_config(bandit_task, "ppo", SMALL | {"generations": "3", "ppo.epochs": "4",
                                                       "ppo.target_kl": "0.0005"})
         for name in HYPERPARAMETERS:
             setattr(lone.ppo, name, float(hypers[name][k]))
-        ppo = PPOTrainer(lone, theta=start[k])
+        ppo, orders = PPOTrainer(lone, theta=start[k]), {}
         rows = [ppo.step() for _ in range(3)]
         assert [row["pg/updates"] for row in rows] == updates[:, k].tolist()
         torch.testing.assert_close(pbt.theta[k], ppo.center(), rtol=1e-5, atol=1e-6)
@@ -106,13 +117,13 @@ def test_the_trainer_exploits_every_interval(bandit_task):
                                                    "ppo.epochs": "1", "ppo.minibatches": "1"})
     trainer = make_trainer(cfg)
     rows = [trainer.step() for _ in range(2)]
-    assert [row["pbt/exploit"] for row in rows] == [0.0, 1.0]
+    assert [row["pbt/exploit"] for row in rows] == [0.0, 1.0] and rows[1]["pbt/members_alive"] == 4
     assert trainer.interval_count == 0 and trainer.score.shape == (4,)
     assert torch.equal(trainer.center(), trainer.theta[int(trainer.score.argmax())])
     copied = [i for i in range(4) if any(torch.equal(trainer.theta[i], trainer.theta[j]) for j in range(4) if j != i)]
     assert len(copied) == 2  # the worst member now holds the theta of one of the best
-    keys = {"train/episode_return", "pbt/best_return", "pbt/lr_min", "pbt/lr_max", "perf/generation_s",
-            "perf/steps_per_s", "pg/policy_loss", "pg/approx_kl", "pg/grad_norm", "pg/lr"}
+    keys = {"train/episode_return", "pbt/best_return", "pbt/lr_min", "pbt/lr_max", "pbt/members_alive",
+            "perf/generation_s", "perf/steps_per_s", "pg/policy_loss", "pg/approx_kl", "pg/grad_norm", "pg/lr"}
     assert keys <= set(rows[0]) and set(rows[0]) == set(rows[1])
 
 
