@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from metods_evo import fused_rollout
-from metods_evo.config import MAMLConfig, ModelConfig, RL2Config
+from metods_evo.config import MAMLConfig, ModelConfig, PEARLModelConfig, RL2Config
 from metods_evo.models import fused
 from metods_evo.models.metods import MetODS
 from metods_evo.tasks.harlow import HarlowTask
 
 VALID = {
-    "kind": ["rl2", "maml", "random"],
+    "kind": ["rl2", "maml", "pearl", "random"],
     "n": [7],
     "depth": [1, 2, 4, 5],
     "activation": ["relu", "sigmoid", "identity"],
@@ -35,9 +35,11 @@ VALID = {
     "fused": ["any-size", "on", "off"],
     "rl2": [RL2Config(hidden=32)],
     "maml": [MAMLConfig(hidden=32, adapt_steps=3, inner_steps=2, inner_lr=0.5, first_order=True)],
+    "pearl": [PEARLModelConfig(hidden=16, layers=2, latent_dim=3)],
 }
 """Non-default valid values of every ``ModelConfig`` field."""
-STEP_REFUSES = {("kind", "rl2"), ("kind", "maml"), ("kind", "random"), ("write", "mlp"), ("write_pre", "previous")}
+STEP_REFUSES = {("kind", "rl2"), ("kind", "maml"), ("kind", "pearl"), ("kind", "random"), ("write", "mlp"),
+                ("write_pre", "previous")}
 """What the fused step does not compute: other models, the mlp write, the write of the previous step's vectors."""
 ROLLOUT_REFUSES = STEP_REFUSES | {("depth", 5), ("feedback", "diagonal"), ("readout_hidden", 5)}
 """The rollout kernel also needs the lanes kernel (S <= 4), f without feedback and g linear in v_S."""

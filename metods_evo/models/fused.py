@@ -91,6 +91,7 @@ STEP_OPTIONS: dict[str, tuple | None] = {
     "fused": ANY,  # the dispatch mode itself (``should_fuse``)
     "rl2": ANY,  # the baselines' own settings
     "maml": ANY,
+    "pearl": ANY,
 }
 """The allow-list of the ``ModelConfig`` the fused step computes: field -> the values it implements (``ANY``: all).
 A field missing here is taken only at its default, so a new model option keeps the eager step until it is listed."""
