@@ -46,3 +46,18 @@ def refused(result: Result | subprocess.CompletedProcess, *parts: str) -> None:
     assert code == 2, (code, result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert all(part in lines[0] for part in parts), (parts, result.stderr)
+
+
+def local_ray_instance(num_cpus: int):
+    """Generator body of a module fixture: a local Ray instance without the dashboard (evotorch only calls
+    ``ray.init()`` when none is running), shut down afterwards if this started it; skips where Ray cannot start."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        except Exception as error:  # e.g. a sandbox that forbids the processes or sockets Ray needs
+            pytest.skip(f"a local Ray instance could not start here: {type(error).__name__}: {error}")
+    yield ray
+    if started:
+        ray.shutdown()

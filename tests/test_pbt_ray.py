@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from helpers import local_ray_instance
 
 from metods_evo.config import make_config
 from metods_evo.optimizers.pbt import MemberGroup, PBTTrainer
@@ -108,18 +109,9 @@ def test_a_lost_group_costs_its_members_only():
 # ---------------------------------------------------------------------------------------------- over Ray actors
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray instance without the dashboard (as tests/test_ray.py starts it), with 3 logical CPUs: the shared
-    pair of actors holds 2 while the resume test starts a third (idle actors cost no core)."""
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        try:
-            ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
-        except Exception as error:  # e.g. a sandbox that forbids the processes or sockets Ray needs
-            pytest.skip(f"a local Ray instance could not start here: {type(error).__name__}: {error}")
-    yield ray
-    if started:
-        ray.shutdown()
+    """3 logical CPUs: the shared pair of actors holds 2 while the resume test starts a third (idle actors cost no
+    core)."""
+    yield from local_ray_instance(3)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ the split changes no float either. Starting a local Ray instance takes ~15 s her
 
 import pytest
 import torch
-from helpers import task_params
+from helpers import local_ray_instance, task_params
 
 from metods_evo.config import RunConfig, apply_overrides
 from metods_evo.optimizers.es import ESTrainer
@@ -30,16 +30,8 @@ def tiny_config(task: str, **overrides) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A 2-CPU local Ray instance without the dashboard; evotorch only calls ``ray.init()`` when none is running."""
-    started = not ray.is_initialized()
-    if started:
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        except Exception as error:  # e.g. a sandbox that forbids the processes or sockets Ray needs
-            pytest.skip(f"a local Ray instance could not start here: {type(error).__name__}: {error}")
-    yield
-    if started:
-        ray.shutdown()
+    """A 2-CPU local Ray instance (``helpers.local_ray_instance``)."""
+    yield from local_ray_instance(2)
 
 
 @pytest.mark.parametrize("task", task_params(["harlow", "cheetah-dir"]))
